@@ -1,0 +1,5 @@
+import sys
+
+from mmcourse.cli import main
+
+sys.exit(main())

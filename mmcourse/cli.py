@@ -1,0 +1,144 @@
+"""The ``mmcourse`` command: data, student, run, refresh, env.
+
+Each subcommand is a thin layer over a library function, so everything the command does can also
+be done from Python (and is tested there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from mmcourse.data.store import DatasetError, check_dataset, save_dataset
+    from mmcourse.data.course import make_course_dataset
+
+    if args.check:
+        try:
+            summary = check_dataset(args.check)
+        except DatasetError as err:
+            print(f"mmcourse data --check: {err}", file=sys.stderr)
+            return 1
+        print(summary)
+        return 0
+    if not args.out:
+        print("mmcourse data: give --out DIR to write the dataset, or --check DIR to validate one",
+              file=sys.stderr)
+        return 2
+    splits = make_course_dataset(seed=args.seed, size=args.size)
+    manifest = save_dataset(splits, args.out, overwrite=args.overwrite)
+    counts = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+    print(f"wrote the course dataset (seed {args.seed}, size {args.size}: {counts}) "
+          f"to {args.out}; {len(manifest['files'])} files, checksums in manifest.json")
+    return 0
+
+
+def _cmd_student(args: argparse.Namespace) -> int:
+    from mmcourse.exercises.student import make_student_notebooks
+
+    root = _course_root(args.root)
+    changed = make_student_notebooks(root / "solutions", root / "notebooks", check=args.check)
+    if args.check:
+        if changed:
+            print("student notebooks out of date with solutions/: " + ", ".join(changed) +
+                  "\nrun `mmcourse student` to regenerate them", file=sys.stderr)
+            return 1
+        print("student notebooks are in sync with solutions/")
+        return 0
+    print("regenerated: " + (", ".join(changed) if changed else "nothing (all up to date)"))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mmcourse.runner import format_table, run_course
+
+    root = _course_root(args.root)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    results = run_course(root, only=only, out_dir=args.out, solutions=args.solutions,
+                         timeout=args.timeout, quiet=args.json)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def _cmd_refresh(args: argparse.Namespace) -> int:
+    from mmcourse.runner import refresh_solutions
+
+    root = _course_root(args.root)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    for line in refresh_solutions(root, only=only):
+        print(line)
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from mmcourse.envinfo import environment_report, format_report
+
+    report = environment_report()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _course_root(given: str | None) -> Path:
+    """The course folder (holding notebooks/ and solutions/): --root, else the current folder or
+    one of its parents, else the checkout this package was installed from."""
+    if given:
+        root = Path(given).resolve()
+        if not (root / "solutions").is_dir():
+            raise SystemExit(f"mmcourse: {root} has no solutions/ folder; is it the course folder?")
+        return root
+    for candidate in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]]:
+        if (candidate / "solutions").is_dir() and (candidate / "notebooks").is_dir():
+            return candidate
+    raise SystemExit("mmcourse: cannot find the course folder (with notebooks/ and solutions/); "
+                     "run from inside it or pass --root DIR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="write the course dataset to a folder, or check one")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--size", default="small", help="small (default), medium or large")
+    p.add_argument("--out", help="folder to write to")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--check", metavar="DIR", help="validate the dataset in DIR against its checksums")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("student", help="generate the student notebooks from solutions/")
+    p.add_argument("--check", action="store_true", help="only report notebooks that are out of date")
+    p.add_argument("--root", help="course folder (default: found from the current folder)")
+    p.set_defaults(func=_cmd_student)
+
+    p = sub.add_parser("run", help="execute the course notebooks headless with papermill")
+    p.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 00,03")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--out", default="runs/latest", help="folder for executed notebooks (default runs/latest)")
+    p.add_argument("--solutions", action="store_true", help="run solutions/ instead of the student notebooks")
+    p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
+    p.add_argument("--root", help="course folder (default: found from the current folder)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("refresh", help="re-execute solution notebooks in place and regenerate students")
+    p.add_argument("--only", help="comma-separated notebook numbers or names")
+    p.add_argument("--root", help="course folder (default: found from the current folder)")
+    p.set_defaults(func=_cmd_refresh)
+
+    p = sub.add_parser("env", help="print versions and the device the course will use")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""Real data a learner can bring to the course, read offline.
+
+* ``digits_images``: scikit-learn's bundled handwritten digits as small RGB images.
+* ``load_audio_folder``: a folder of WAV files named like the Free Spoken Digit Dataset.
+* ``load_image_folder``: a folder with one sub-folder of images per class.
+* ``load_text_file``: a ``label<TAB>text`` file or a CSV with ``label`` and ``text`` columns.
+* ``encode_labels``: string labels -> integer class indices.
+* ``pair_modalities_by_label``: build multimodal samples from unpaired unimodal sources by
+  pairing items that share a label (how AV-MNIST is made from MNIST + spoken digits).
+
+Everything returns plain numpy arrays / tensors / lists, ready for ``MultimodalDataset``::
+
+    images, digit_labels = digits_images(size=32)
+    audio = load_audio_folder("free-spoken-digit-dataset/recordings", sample_rate=8000)
+    data, labels = pair_modalities_by_label(
+        {"image": (images, digit_labels), "audio": (audio.waveforms, audio.labels)}, seed=0
+    )
+    labels, classes = encode_labels(labels)
+    dataset = MultimodalDataset(data, labels)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+#: ``{label}_{speaker}_{n}.wav``, e.g. ``7_jackson_32.wav``.
+AUDIO_NAME_PATTERN = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>.+)_(?P<n>\d+)$")
+AUDIO_NAME_HELP = "{label}_{speaker}_{n}.wav, e.g. 7_jackson_32.wav"
+
+
+def _natural_key(text: str) -> list:
+    """Sort key that puts 'x_2' before 'x_10'."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+
+
+# --------------------------------------------------------------------------------------------
+# Images: scikit-learn's digits
+# --------------------------------------------------------------------------------------------
+
+def digits_images(
+    size: int = 32,
+    colour: Sequence[int] | None = None,
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real handwritten digits as RGB images: scikit-learn's ``load_digits`` (no download).
+
+    There are 1797 digits (0-9, about 180 each) written by 43 people, scanned and reduced to
+    8x8 grey levels 0..16 (the UCI "Optical Recognition of Handwritten Digits" data). They are
+    upscaled here with bilinear interpolation and mapped to 0..255.
+
+    Args:
+        size: the side of the output images in pixels (32 -> 32x32).
+        colour: optional RGB colour ``(r, g, b)`` with values 0..255 for the strokes, on black;
+            ``None`` gives grey images (the three channels equal).
+        seed: the samples come in an order shuffled with this seed; ``None`` keeps
+            scikit-learn's order.
+
+    Returns:
+        ``(images, labels)``: uint8 array ``(1797, 3, size, size)`` and int64 array ``(1797,)``.
+
+    Example::
+
+        >>> images, labels = digits_images(size=16, colour=(255, 0, 0))
+        >>> images.shape, images.dtype, labels[:3].dtype
+        ((1797, 3, 16, 16), dtype('uint8'), dtype('int64'))
+    """
+    from sklearn.datasets import load_digits
+
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive integer (pixels), got {size!r}")
+    if colour is None:
+        tint = np.array([255.0, 255.0, 255.0])
+    else:
+        tint = np.asarray(colour, dtype=float)
+        if tint.shape != (3,) or (tint < 0).any() or (tint > 255).any():
+            raise ValueError(f"colour must be three numbers (r, g, b) in 0..255, got {colour!r}")
+
+    digits = load_digits()
+    grey = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8), 0..1
+    if size != 8:
+        grey = F.interpolate(grey, size=(int(size), int(size)), mode="bilinear", align_corners=False)
+    grey = grey.clamp(0, 1).numpy()
+    rgb = grey * tint.reshape(1, 3, 1, 1).astype(np.float32)  # (N, 3, size, size)
+    images = np.rint(rgb).clip(0, 255).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(len(labels))
+        images, labels = images[order], labels[order]
+    return np.ascontiguousarray(images), labels
+
+
+# --------------------------------------------------------------------------------------------
+# Audio: a folder of WAV files
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class AudioFolder:
+    """What ``load_audio_folder`` returns: one entry per file, in the same order in every list."""
+
+    waveforms: list[torch.Tensor]  # float32 1-D (mono), values in -1..1
+    labels: list[str]  # from the file name, e.g. "7"
+    speakers: list[str]  # from the file name, e.g. "jackson"
+    sample_rate: int  # shared by every waveform
+    files: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+
+def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> AudioFolder:
+    """Read every ``.wav`` file of a folder named ``{label}_{speaker}_{n}.wav``.
+
+    That is the naming of the Free Spoken Digit Dataset (``7_jackson_32.wav``: the digit 7,
+    said by jackson, take 32). Files are read with ``soundfile``; stereo is averaged to mono.
+
+    Args:
+        folder: the folder holding the files (sub-folders are not searched).
+        sample_rate: the rate (Hz) to return; files at another rate are resampled with
+            ``torchaudio.functional.resample``. ``None``: keep the files' rate, which must
+            then be the same for every file.
+
+    Returns:
+        An ``AudioFolder`` with ``waveforms`` (float32 1-D tensors), ``labels``, ``speakers``,
+        ``sample_rate`` and ``files``, sorted by file name (with 2 before 10).
+
+    Example::
+
+        audio = load_audio_folder("recordings", sample_rate=8000)
+        audio.waveforms[0].shape, audio.labels[0], audio.speakers[0]   # (T,), '0', 'george'
+    """
+    import soundfile
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {folder} (expected a folder of .wav files)")
+    if sample_rate is not None and (
+        not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate < 1
+    ):
+        raise ValueError(f"sample_rate must be a positive integer (Hz) or None, got {sample_rate!r}")
+
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".wav"),
+        key=lambda p: _natural_key(p.name),
+    )
+    if not files:
+        raise FileNotFoundError(f"no .wav files in {folder}: expected files named {AUDIO_NAME_HELP}")
+
+    waveforms, labels, speakers, rates = [], [], [], []
+    for path in files:
+        match = AUDIO_NAME_PATTERN.match(path.stem)
+        if match is None:
+            raise ValueError(f"audio file name {path.name!r} does not follow the pattern {AUDIO_NAME_HELP}")
+        try:
+            samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except Exception as error:  # soundfile raises several kinds for broken files
+            raise ValueError(f"could not read audio file {path}: {error}") from error
+        if samples.shape[0] == 0:
+            raise ValueError(f"audio file {path} is empty (0 samples)")
+        waveforms.append(torch.from_numpy(samples.mean(axis=1).astype(np.float32)))  # (T,), mono
+        labels.append(match["label"])
+        speakers.append(match["speaker"])
+        rates.append(int(rate))
+
+    if sample_rate is None:
+        found = sorted(set(rates))
+        if len(found) > 1:
+            examples = ", ".join(f"{rate} Hz ({files[rates.index(rate)].name})" for rate in found)
+            raise ValueError(
+                f"the files in {folder} have different sample rates: {examples}; pass "
+                f"sample_rate=... to resample them all to one rate"
+            )
+        sample_rate = found[0]
+    else:
+        import torchaudio.functional
+
+        for i, rate in enumerate(rates):
+            if rate != sample_rate:
+                waveforms[i] = torchaudio.functional.resample(waveforms[i], rate, int(sample_rate))
+
+    return AudioFolder(
+        waveforms=waveforms, labels=labels, speakers=speakers, sample_rate=int(sample_rate), files=files
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Images: a folder per class
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ImageFolderData:
+    """What ``load_image_folder`` returns."""
+
+    images: np.ndarray  # uint8 (N, 3, H, W)
+    labels: np.ndarray  # int64 (N,), indices into classes
+    classes: list[str]  # class (sub-folder) names, sorted
+    files: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_image_folder(folder: str | Path, size: int | None = None) -> ImageFolderData:
+    """Read images laid out as ``folder/<class_name>/<image>.png|jpg|jpeg|bmp``.
+
+    The same layout as torchvision's ``ImageFolder``: one sub-folder per class, classes sorted
+    by name (class index 0 is the first name), images searched recursively inside each class
+    folder. Images are converted to RGB with Pillow.
+
+    Args:
+        folder: the root folder.
+        size: resize every image to ``size x size`` (bilinear). ``None``: keep the sizes, which
+            must then all be the same.
+
+    Returns:
+        An ``ImageFolderData`` with ``images`` (uint8 ``(N, 3, H, W)``), ``labels`` (int64
+        ``(N,)``), ``classes`` and ``files``.
+
+    Example::
+
+        photos = load_image_folder("my_photos", size=32)
+        photos.images.shape, photos.classes   # (N, 3, 32, 32), ['cat', 'dog']
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
+        raise ValueError(f"size must be a positive integer (pixels) or None, got {size!r}")
+
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        hint = f" (found {len(loose)} images directly in it: move them into class folders)" if loose else ""
+        raise ValueError(
+            f"no class folders in {folder}: expected one sub-folder per class, "
+            f"e.g. {folder}/cat/1.png and {folder}/dog/2.png{hint}"
+        )
+
+    images, labels, files = [], [], []
+    first_size: tuple[tuple[int, int], Path] | None = None
+    for class_index, class_dir in enumerate(class_dirs):
+        class_files = sorted(
+            (p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+            key=lambda p: _natural_key(str(p.relative_to(class_dir))),
+        )
+        if not class_files:
+            raise ValueError(
+                f"class folder {class_dir} holds no images (expected files ending in "
+                f"{', '.join(IMAGE_EXTENSIONS)})"
+            )
+        for path in class_files:
+            try:
+                with Image.open(path) as opened:
+                    image = opened.convert("RGB")
+            except Exception as error:  # Pillow raises several kinds for broken files
+                raise ValueError(f"could not read image {path}: {error}") from error
+            if size is not None:
+                image = image.resize((int(size), int(size)), Image.Resampling.BILINEAR)
+            elif first_size is None:
+                first_size = (image.size, path)
+            elif image.size != first_size[0]:
+                (w0, h0), path0 = first_size
+                w1, h1 = image.size
+                raise ValueError(
+                    f"images have different sizes: {path0} is {w0}x{h0}, {path} is {w1}x{h1} "
+                    f"(width x height); pass size=... to resize them all"
+                )
+            images.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))  # (3, H, W)
+            labels.append(class_index)
+            files.append(path)
+
+    return ImageFolderData(
+        images=np.stack(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        classes=[p.name for p in class_dirs],
+        files=files,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Text: label<TAB>text lines, or a CSV
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TextFileData:
+    """What ``load_text_file`` returns: ``texts[i]`` has label ``labels[i]``."""
+
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def load_text_file(path: str | Path) -> TextFileData:
+    """Read labelled texts from a UTF-8 file.
+
+    Two formats:
+
+    * ``.csv``: a header row with (at least) the columns ``label`` and ``text``;
+    * anything else: one sample per line, ``label<TAB>text``. Blank lines and lines starting
+      with ``#`` are skipped.
+
+    Surrounding whitespace is removed from labels and texts.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A ``TextFileData`` with ``texts`` and ``labels`` (both lists of str).
+
+    Example::
+
+        captions = load_text_file("captions.tsv")   # lines like "7\\ta seven with a long stem"
+        labels, classes = encode_labels(captions.labels)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"text file not found: {path}")
+    try:
+        content = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not valid UTF-8 text: {error}") from error
+
+    texts: list[str] = []
+    labels: list[str] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(content))
+        columns = reader.fieldnames or []
+        missing = [name for name in ("label", "text") if name not in columns]
+        if missing:
+            raise ValueError(
+                f"{path}: the CSV header must contain the columns 'label' and 'text', "
+                f"missing {missing} (found {columns})"
+            )
+        for row in reader:
+            line_number = reader.line_num
+            label, text = (row["label"] or "").strip(), (row["text"] or "").strip()
+            if not label:
+                raise ValueError(f"{path}, line {line_number}: empty label (row {row})")
+            if not text:
+                raise ValueError(f"{path}, line {line_number}: empty text for label {label!r}")
+            labels.append(label)
+            texts.append(text)
+    else:
+        for line_number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if "\t" not in line:
+                raise ValueError(
+                    f"{path}, line {line_number}: expected 'label<TAB>text', found no tab in {line!r}"
+                )
+            label, text = (part.strip() for part in line.split("\t", 1))
+            if not label:
+                raise ValueError(f"{path}, line {line_number}: empty label in {line!r}")
+            if not text:
+                raise ValueError(f"{path}, line {line_number}: empty text for label {label!r}")
+            labels.append(label)
+            texts.append(text)
+
+    if not texts:
+        raise ValueError(f"{path} holds no samples (expected lines 'label<TAB>text' or CSV rows)")
+    return TextFileData(texts=texts, labels=labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and pairing
+# --------------------------------------------------------------------------------------------
+
+def encode_labels(labels: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    """Map labels to class indices 0, 1, 2... in sorted order of their names.
+
+    Labels are compared as strings (the integer 7 and the string "7" are one class), sorted
+    with numbers in numeric order ("2" before "10").
+
+    Args:
+        labels: one label per sample, e.g. ``["cat", "dog", "cat"]`` or ``AudioFolder.labels``.
+
+    Returns:
+        ``(indices, classes)``: int64 array ``(N,)`` and the class names, with
+        ``classes[indices[i]] == str(labels[i])``.
+
+    Example::
+
+        >>> indices, classes = encode_labels(["dog", "cat", "dog"])
+        >>> indices.tolist(), classes
+        ([1, 0, 1], ['cat', 'dog'])
+    """
+    names = [str(label) for label in labels]
+    if not names:
+        raise ValueError("encode_labels got no labels (an empty sequence)")
+    classes = sorted(set(names), key=_natural_key)
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[name] for name in names], dtype=np.int64), classes
+
+
+def _take(items: Any, indices: np.ndarray) -> Any:
+    """``items[indices]`` for arrays and tensors, a list for other sequences."""
+    if isinstance(items, np.ndarray):
+        return items[indices]
+    if isinstance(items, torch.Tensor):
+        return items[torch.from_numpy(indices)]
+    return [items[int(i)] for i in indices]
+
+
+def pair_modalities_by_label(
+    sources: Mapping[str, tuple[Any, Sequence[Any]]],
+    seed: int = 0,
+    per_class: int | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Build multimodal samples from unpaired unimodal data by pairing items with the same label.
+
+    Each sample combines one item of every modality that share a label: an image of a 7 with a
+    recording of someone saying "seven". This is how AV-MNIST is built from MNIST and the Free
+    Spoken Digit Dataset. The pairing is random but repeats with the same ``seed``; within a
+    modality every item is used at most once. Labels are compared as strings, so the integer
+    7 of ``digits_images`` pairs with the "7" of ``7_jackson_32.wav``.
+
+    Args:
+        sources: ``{modality: (items, labels)}``; items are a stacked array/tensor (first dim =
+            sample) or a sequence, with one label each.
+        seed: seeds which items are paired and the order of the samples (shuffled, so classes
+            are mixed).
+        per_class: samples to build per class; ``None`` uses as many as the rarest modality of
+            each class allows.
+
+    Returns:
+        ``(data, labels)``: ``data[modality]`` has the chosen items in the same container type as
+        given (array, tensor or list); ``labels`` are the shared labels as str. Turn them into
+        class indices with ``encode_labels`` before ``MultimodalDataset``.
+
+    Example::
+
+        >>> data, labels = pair_modalities_by_label({
+        ...     "image": (np.arange(6), [0, 0, 1, 1, 2, 2]),
+        ...     "text": (["zero", "one", "two", "nought"], ["0", "1", "2", "0"]),
+        ... }, per_class=1)
+        >>> sorted(zip(labels, data["text"]))[1:]
+        [('1', 'one'), ('2', 'two')]
+    """
+    if not isinstance(sources, Mapping) or not sources:
+        raise ValueError("sources must be a non-empty mapping {modality: (items, labels)}")
+    if per_class is not None and (
+        not isinstance(per_class, (int, np.integer)) or isinstance(per_class, bool) or per_class < 1
+    ):
+        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
+
+    # Where each class sits in each modality.
+    positions: dict[str, dict[str, list[int]]] = {}
+    for name, source in sources.items():
+        if not isinstance(source, (tuple, list)) or len(source) != 2:
+            raise TypeError(f"sources[{name!r}] must be a pair (items, labels), got {type(source).__name__}")
+        items, labels = source
+        labels = labels.tolist() if isinstance(labels, (np.ndarray, torch.Tensor)) else list(labels)
+        if len(items) != len(labels):
+            raise ValueError(f"sources[{name!r}]: {len(items)} items but {len(labels)} labels")
+        by_class: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            by_class.setdefault(str(label), []).append(i)
+        positions[name] = by_class
+
+    classes = sorted(set().union(*(set(by_class) for by_class in positions.values())), key=_natural_key)
+    if not classes:
+        raise ValueError("sources hold no items")
+    for cls in classes:
+        lacking = [name for name in positions if cls not in positions[name]]
+        if lacking:
+            having = [name for name in positions if cls in positions[name]]
+            raise ValueError(
+                f"class {cls!r} is in {having} but absent from {lacking}: every class needs items "
+                f"in every modality to be paired"
+            )
+
+    rng = np.random.default_rng(seed)
+    chosen: dict[str, list[int]] = {name: [] for name in sources}
+    sample_labels: list[str] = []
+    for cls in classes:
+        available = min(len(positions[name][cls]) for name in positions)
+        count = available if per_class is None else per_class
+        if count > available:
+            counts = {name: len(positions[name][cls]) for name in positions}
+            raise ValueError(
+                f"per_class={per_class} but class {cls!r} has only {counts} items; "
+                f"use per_class <= {available} or None"
+            )
+        for name in positions:
+            picked = rng.permutation(positions[name][cls])[:count]
+            chosen[name].extend(int(i) for i in picked)
+        sample_labels.extend([cls] * count)
+
+    order = rng.permutation(len(sample_labels))
+    data = {
+        name: _take(sources[name][0], np.asarray(chosen[name], dtype=np.int64)[order])
+        for name in sources
+    }
+    return data, [sample_labels[i] for i in order]

@@ -1,0 +1,32 @@
+"""Exercises: the checks notebooks call and the solution -> student notebook generator.
+
+In a notebook: ``from mmcourse.exercises import NotSolved, check``; see :mod:`.core` for writing
+checks (``register``, ``fail`` and the ``expect_*`` helpers) and :mod:`.student` for the notebook
+conventions.
+"""
+from __future__ import annotations
+
+from mmcourse.exercises.core import (
+    CHECK_MIMETYPE,
+    CheckResult,
+    ExerciseFailed,
+    NotSolved,
+    UnknownExercise,
+    call,
+    check,
+    check_bundle,
+    describe,
+    expect_close,
+    expect_equal,
+    expect_tensor,
+    fail,
+    known_exercises,
+    parse_exercise_id,
+    register,
+)
+
+__all__ = [
+    "CHECK_MIMETYPE", "CheckResult", "ExerciseFailed", "NotSolved", "UnknownExercise", "call",
+    "check", "check_bundle", "describe", "expect_close", "expect_equal", "expect_tensor", "fail",
+    "known_exercises", "parse_exercise_id", "register",
+]

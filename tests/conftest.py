@@ -1,0 +1,29 @@
+"""Shared test set-up: the kernel environment, the ``repo_root`` fixture, the ``notebook`` marker.
+
+The environment variables are set at import, before any test starts a kernel, so that kernels
+started by papermill, nbclient or nbval inherit them (a value already set wins).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mmcourse.runner import KERNEL_ENV
+
+for _key, _value in KERNEL_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "notebook: executes the course notebooks (slow; deselect with -m 'not notebook')")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root folder (holding solutions/, notebooks/, tests/)."""
+    return REPO_ROOT

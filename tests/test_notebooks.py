@@ -1,0 +1,73 @@
+"""The course notebooks of this checkout, executed (slow: marker ``notebook``).
+
+(a) every solutions/NN_*.ipynb runs without an error with papermill and its default parameters;
+(b) every notebooks/NN_*.ipynb (student version) runs, and exactly its unsolved exercises raise
+    NotSolved, so the rest of the notebook works before any exercise is solved;
+(c) strict nbval: re-executing each solutions notebook reproduces its committed outputs (up to
+    tests/nbval_sanitize.cfg). nbval runs in a pytest subprocess, so that this session never
+    collects notebooks itself.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mmcourse.runner import list_notebooks, run_course
+
+pytestmark = pytest.mark.notebook
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXERCISE_FIRST_LINE = re.compile(r"^#\s*Exercise\s+(\d+\.\d+)")
+
+
+def _params(folder: str) -> list:
+    """One param per NN_*.ipynb in ``folder`` (id = its name), or a single skipped one."""
+    paths = list_notebooks(REPO_ROOT / folder)
+    if not paths:
+        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason="no notebooks yet"))]
+    return [pytest.param(path, id=path.stem) for path in paths]
+
+
+def _expected_unsolved(path: Path) -> list[str]:
+    """Exercise ids of the cells that start with ``# Exercise N.M`` and contain
+    ``raise NotSolved``, in notebook order."""
+    nb = nbformat.read(path, as_version=4)
+    ids = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        match = EXERCISE_FIRST_LINE.match(cell.source.split("\n", 1)[0])
+        if match and "raise NotSolved" in cell.source:
+            ids.append(match.group(1))
+    return ids
+
+
+@pytest.mark.parametrize("path", _params("solutions"))
+def test_solution_notebook_runs(path: Path, repo_root: Path, tmp_path: Path):
+    [result] = run_course(repo_root, only=[path.stem], out_dir=tmp_path, solutions=True,
+                          quiet=True)
+    assert result["status"] == "ok", f"{path.name}: {result['error']} (see {result['output']})"
+    assert result["unsolved"] == []
+
+
+@pytest.mark.parametrize("path", _params("notebooks"))
+def test_student_notebook_runs_up_to_its_exercises(path: Path, repo_root: Path, tmp_path: Path):
+    [result] = run_course(repo_root, only=[path.stem], out_dir=tmp_path, quiet=True)
+    assert result["status"] == "ok", f"{path.name}: {result['error']} (see {result['output']})"
+    assert result["unsolved"] == _expected_unsolved(path), (
+        "the exercises that raised NotSolved differ from the exercise cells of the notebook")
+
+
+@pytest.mark.parametrize("path", _params("solutions"))
+def test_solution_outputs_reproduce_with_nbval(path: Path, repo_root: Path):
+    cmd = [sys.executable, "-m", "pytest", "--nbval", str(path.relative_to(repo_root)),
+           "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "--nbval-current-env",
+           "-p", "no:cacheprovider", "-q", "--color=no"]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True)
+    rc, output = proc.returncode, f"{proc.stdout}\n{proc.stderr}".strip()
+    assert rc == 0, f"strict nbval failed for {path.name} (rc {rc}):\n{output}"

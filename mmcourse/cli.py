@@ -27,8 +27,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print("mmcourse data: give --out DIR to write the dataset, or --check DIR to validate one",
               file=sys.stderr)
         return 2
-    splits = make_course_dataset(seed=args.seed, size=args.size)
-    manifest = save_dataset(splits, args.out, overwrite=args.overwrite)
+    try:
+        splits = make_course_dataset(seed=args.seed, size=args.size)
+        manifest = save_dataset(splits, args.out, overwrite=args.overwrite, seed=args.seed,
+                                size=args.size)
+    except (ValueError, FileExistsError, NotADirectoryError) as err:
+        print(f"mmcourse data: {err}", file=sys.stderr)
+        return 2
     counts = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     print(f"wrote the course dataset (seed {args.seed}, size {args.size}: {counts}) "
           f"to {args.out}; {len(manifest['files'])} files, checksums in manifest.json")
@@ -36,10 +41,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_student(args: argparse.Namespace) -> int:
-    from mmcourse.exercises.student import make_student_notebooks
+    from mmcourse.exercises.student import NotebookError, make_student_notebooks
 
     root = _course_root(args.root)
-    changed = make_student_notebooks(root / "solutions", root / "notebooks", check=args.check)
+    try:
+        changed = make_student_notebooks(root / "solutions", root / "notebooks", check=args.check)
+    except NotebookError as err:
+        print(f"mmcourse student: {err}", file=sys.stderr)
+        return 1
     if args.check:
         if changed:
             print("student notebooks out of date with solutions/: " + ", ".join(changed) +

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up the course in one command: a virtual environment in .venv with the tested set of
+# packages (pinned in pyproject.toml), the mmcourse package installed in editable mode, and the
+# Jupyter kernel "mmcourse" that every notebook names, registered inside the venv.
+#
+#   bash scripts/setup.sh            # from the repository root (any folder works)
+#   PYTHON=python3.11 bash scripts/setup.sh   # choose the interpreter (3.10 to 3.12)
+#
+# Re-running it is safe: it reuses .venv and installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))'; then
+    echo "setup: $PYTHON is $("$PYTHON" --version 2>&1); the course needs Python 3.10-3.12" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+echo "setup: installing the pinned packages (a few minutes the first time)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
+    --display-name "Python 3 (mmcourse)" >/dev/null
+echo "setup: kernel 'mmcourse' registered in .venv"
+.venv/bin/mmcourse env
+echo
+echo "Ready. Start JupyterLab with:  .venv/bin/jupyter lab notebooks/"

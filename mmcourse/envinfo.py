@@ -1,0 +1,66 @@
+"""What this machine offers the course: ``environment_report()`` and ``format_report()``."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+PACKAGES = ("torch", "torchvision", "torchaudio", "transformers", "numpy", "matplotlib",
+            "ipywidgets", "jupyterlab", "papermill", "nbval")
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def environment_report() -> dict:
+    """Versions and devices, as a dict of plain values (JSON-serialisable).
+
+    Keys: python, platform, cpu_count, torch_threads, packages (name -> version), device (what
+    :func:`mmcourse.get_device` picks), cuda (None or a dict with the GPU names and CUDA version),
+    mps (bool), bf16_cpu (whether autocast to bfloat16 runs on this CPU).
+    """
+    import torch
+
+    from mmcourse.device import _mps_available, get_device
+
+    cuda = None
+    if torch.cuda.is_available():
+        cuda = {"version": torch.version.cuda,
+                "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        bf16 = True
+    except RuntimeError:
+        bf16 = False
+    return {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "device": str(get_device()),
+        "cuda": cuda,
+        "mps": _mps_available(),
+        "bf16_cpu": bf16,
+        "executable": sys.executable,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as aligned ``name: value`` lines."""
+    lines = [f"{'python':14s} {report['python']} ({report['platform']})",
+             f"{'cpus':14s} {report['cpu_count']} (torch uses {report['torch_threads']} threads)"]
+    lines += [f"{name:14s} {ver}" for name, ver in report["packages"].items()]
+    cuda = report["cuda"]
+    lines.append(f"{'cuda':14s} " + (f"{cuda['version']}: {', '.join(cuda['devices'])}"
+                                      if cuda else "not available"))
+    lines.append(f"{'mps':14s} {'available' if report['mps'] else 'not available'}")
+    lines.append(f"{'bf16 on cpu':14s} {'yes' if report['bf16_cpu'] else 'no'}")
+    lines.append(f"{'device':14s} {report['device']}  <- what get_device() picks")
+    return "\n".join(lines)

@@ -97,7 +97,7 @@ _POSITION_PHRASES = {
     "bottom right": ("in the bottom right", "near the bottom right corner", "at the lower right"),
     "centre": ("in the centre", "in the middle", "right in the middle"),
 }
-_ARTICLE = re.compile(r"\b(a) ([aeiou])")  # "a orange" -> "an orange"
+_ARTICLE = re.compile(r"\b(a) (?!one\b)([aeiou])")  # "a orange" -> "an orange"; "a one" stays
 _TEMPLATES = (
     "a {size} {colour} {shape} {where}",
     "there is a {size} {colour} {shape} {where}",

@@ -112,6 +112,9 @@ def _read_manifest(folder: Path) -> dict:
     if manifest["format_version"] != FORMAT_VERSION:
         raise DatasetError(f"{path} has format version {manifest['format_version']}; this "
                            f"mmcourse reads version {FORMAT_VERSION}: regenerate the dataset")
+    # json.dumps(sort_keys=True) stored the splits alphabetically; give them back as train, val, test
+    manifest["splits"] = dict(sorted(manifest["splits"].items(),
+                                     key=lambda kv: ("train", "val", "test", kv[0]).index(kv[0])))
     return manifest
 
 

@@ -4,7 +4,7 @@ Every sample is one object with four attributes (shape, colour, size, position) 
 modalities:
 
 * an **image** (3 x 32 x 32, uint8) of the object on a varied background;
-* an **audio clip** (mono, 8 kHz, int16, 0.2 to 0.75 s) of the object's *call*: a short melody
+* an **audio clip** (mono, 8 kHz, int16, about 0.2 to 0.7 s) of the object's *call*: a short melody
   whose contour (up, down, flat, ...) belongs to its shape, sung at a random pitch and tempo;
 * a **text**, a description in varied words (``"a big blue star near the top left"``).
 
@@ -103,7 +103,7 @@ _TEMPLATES = (
     "there is a {size} {colour} {shape} {where}",
     "{where}, a {colour} {shape} that is {size}",
     "the picture shows a {size} {shape} in {colour} {where}",
-    "one {colour} {shape}, {size}, {where}",
+    "a single {colour} {shape}, {size}, {where}",
     "{size} and {colour}: a {shape} {where}",
     "you can see a {colour} {shape} {where}; it is {size}",
     "{colour} {shape} {where}",
@@ -237,7 +237,8 @@ def make_course_dataset(seed: int = 0, size: str | Mapping[str, int] = "small",
     else:
         counts = dict(size)
         bad = {k: v for k, v in counts.items()
-               if k not in ("train", "val", "test") or not isinstance(v, (int, np.integer)) or v < 1}
+               if k not in ("train", "val", "test") or isinstance(v, bool)
+               or not isinstance(v, (int, np.integer)) or v < 1}
         if bad or not counts:
             raise ValueError(f"size must map 'train'/'val'/'test' to positive integers, got {counts}")
     if image_source not in ("shapes", "digits"):

@@ -106,9 +106,14 @@ def _read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{path} is corrupted: not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path} is corrupted: a JSON object was expected, got "
+                           f"{type(manifest).__name__}")
     missing_keys = [k for k in ("format_version", "files", "splits", "classes") if k not in manifest]
     if missing_keys:
         raise DatasetError(f"{path} lacks the keys {missing_keys}")
+    if not isinstance(manifest["files"], dict) or not isinstance(manifest["splits"], dict):
+        raise DatasetError(f"{path} is corrupted: 'files' and 'splits' must be JSON objects")
     if manifest["format_version"] != FORMAT_VERSION:
         raise DatasetError(f"{path} has format version {manifest['format_version']}; this "
                            f"mmcourse reads version {FORMAT_VERSION}: regenerate the dataset")
@@ -162,7 +167,11 @@ def load_dataset(folder: str | Path, verify: bool = True) -> dict[str, CourseSpl
                 arrays[array] = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as err:
                 raise DatasetError(f"cannot read {path}: {err}") from err
-        texts = json.loads((folder / name / "texts.json").read_text(encoding="utf-8"))
+        path = folder / name / "texts.json"
+        try:
+            texts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DatasetError(f"cannot read {path}: {err}") from err
         try:
             splits[name] = CourseSplit(texts=texts, classes=tuple(manifest["classes"]),
                                        sample_rate=manifest.get("sample_rate", SAMPLE_RATE),

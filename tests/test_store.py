@@ -71,7 +71,7 @@ def test_save_returns_the_manifest(splits, tmp_path):
 def test_check_ok(saved):
     summary = check_dataset(saved)
     assert "OK" in summary and str(saved) in summary
-    assert f"{len(FILES)} files" in summary
+    assert f"all {len(FILES)} data files" in summary
     assert "seed 0" in summary and "train 30, val 10, test 10" in summary
 
 
@@ -133,7 +133,17 @@ def test_missing_file(copy):
     with pytest.raises(DatasetError, match=r"missing: train/labels\.npy") as info:
         check_dataset(copy)
     assert "corrupted" not in str(info.value)
-    assert "mmcourse data --seed 0" in str(info.value) and "--overwrite" in str(info.value)
+    # a custom size has no CLI preset: the hint says how to rebuild it from Python
+    assert "make_course_dataset(seed=0" in str(info.value) and "overwrite=True" in str(info.value)
+
+
+def test_damage_hint_names_the_cli_command_for_a_preset_size(splits, tmp_path):
+    out = tmp_path / "preset"
+    save_dataset(splits, out, seed=3, size="small")
+    (out / "val" / "texts.json").unlink()
+    with pytest.raises(DatasetError) as info:
+        check_dataset(out)
+    assert f"mmcourse data --seed 3 --size small --out {out} --overwrite" in str(info.value)
 
 
 def test_corrupted_file(copy):

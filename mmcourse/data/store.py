@@ -144,12 +144,20 @@ def check_dataset(folder: str | Path) -> str:
     if corrupted:
         problems.append("corrupted (checksum differs from manifest.json): " + ", ".join(corrupted))
     if problems:
-        raise DatasetError(f"dataset {folder} is damaged; " + "; ".join(problems) +
-                           f". Regenerate it with `mmcourse data --seed {manifest.get('seed', 0)} "
-                           f"--out {folder} --overwrite`")
+        raise DatasetError(f"dataset {folder} is damaged; " + "; ".join(problems) + ". " +
+                           _regenerate_hint(manifest, folder))
     counts = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
-    return (f"{folder}: OK, {len(manifest['files'])} files match their checksums "
-            f"(seed {manifest.get('seed')}, {counts})")
+    return (f"{folder}: OK, all {len(manifest['files'])} data files match the checksums in "
+            f"manifest.json (seed {manifest.get('seed')}, {counts})")
+
+
+def _regenerate_hint(manifest: dict, folder: Path) -> str:
+    """How to rebuild the dataset described by ``manifest`` (a command when one exists)."""
+    seed, size = manifest.get("seed"), manifest.get("size")
+    if seed is not None and size in ("small", "medium", "large"):
+        return f"Regenerate it with `mmcourse data --seed {seed} --size {size} --out {folder} --overwrite`"
+    return (f"Regenerate it as it was made: make_course_dataset(seed={seed}, "
+            f"size={manifest['splits']}) and save_dataset(..., overwrite=True)")
 
 
 def load_dataset(folder: str | Path, verify: bool = True) -> dict[str, CourseSplit]:

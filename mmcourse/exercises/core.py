@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import pkgutil
 import re
 import sys
@@ -203,7 +204,7 @@ def check(exercise_id: str, answer: Any, **kwargs: Any) -> CheckResult:
         if ipython:
             _show(check_bundle(exercise_id, False, str(err),
                                f"Exercise {err.exercise_id or exercise_id} is not solved yet."))
-        raise
+        raise _without_grader_frames(err)
     except ExerciseFailed as err:
         if err.exercise_id is None:
             err.exercise_id = exercise_id
@@ -212,14 +213,16 @@ def check(exercise_id: str, answer: Any, **kwargs: Any) -> CheckResult:
         if ipython:
             _show(check_bundle(exercise_id, False, str(err),
                                f"Exercise {exercise_id} not passed yet: see the error below."))
-        raise
+        if err.__cause__ is not None:
+            _without_grader_frames(err.__cause__)
+        raise _without_grader_frames(err)
     except Exception as err:
         failed = ExerciseFailed(f"your code raised {_error_line(err)} while it was being checked; "
                                 f"the traceback above shows where.", exercise_id, registered.hint)
         if ipython:
             _show(check_bundle(exercise_id, False, str(failed),
                                f"Exercise {exercise_id} not passed yet: see the error below."))
-        raise failed from err
+        raise failed from _without_grader_frames(err)
     message = f"Exercise {exercise_id} passed: {registered.title}"
     if details:
         message += f" ({details})"
@@ -228,6 +231,19 @@ def check(exercise_id: str, answer: Any, **kwargs: Any) -> CheckResult:
     else:
         print(message)
     return CheckResult(exercise_id, True, message)
+
+
+_GRADER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _without_grader_frames(err: BaseException) -> BaseException:
+    """Drop the leading traceback frames that belong to the checks themselves (this package), so
+    a learner sees their own code and the message, not the grader's source (which may contain
+    the reference answer). Returns ``err`` with the shortened traceback."""
+    tb = err.__traceback__
+    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == _GRADER_DIR:
+        tb = tb.tb_next
+    return err.with_traceback(tb)
 
 
 # ---------------------------------------------------------------- helpers for check authors

@@ -35,7 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 
-from mmcourse import seed_everything
+from mmcourse import get_device, seed_everything
+from mmcourse.training import to_device
 from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS, make_course_dataset
 
 METHODS = ("image", "audio", "text", "concat", "gated")
@@ -144,13 +145,13 @@ def build(method, vocab_size, n_classes):
 def batches(data, idx, size):
     for start in range(0, len(idx), size):
         b = idx[start:start + size]
-        yield {k: v[b] for k, v in data.items()}
+        yield {k: v[b] for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
 @torch.no_grad()
 def predict(model, data, size=500):
     model.eval()
-    idx = torch.arange(len(data["label"]))
+    idx = torch.arange(len(data["label"]), device=data["label"].device)
     return torch.cat([model(b).argmax(1) for b in batches(data, idx, size)])
 
 
@@ -171,13 +172,15 @@ def accuracy(model, data):
 
 def train_one(method, data, n_classes, vocab_size, seed, epochs, batch_size=128, lr=2e-3):
     generator = seed_everything(seed)
-    model = build(method, vocab_size, n_classes)
+    device = data["train"]["label"].device
+    model = build(method, vocab_size, n_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best_val, best_state = -1.0, None
     n = len(data["train"]["label"])
     for _ in range(epochs):
         model.train()
-        for b in batches(data["train"], torch.randperm(n, generator=generator), batch_size):
+        order = torch.randperm(n, generator=generator).to(device)
+        for b in batches(data["train"], order, batch_size):
             loss = F.cross_entropy(model(b), b["label"])
             opt.zero_grad()
             loss.backward()
@@ -206,6 +209,7 @@ def main(argv=None):
     parser.add_argument("--size", default="small")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: mmcourse.get_device)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -217,6 +221,8 @@ def main(argv=None):
                                                 quality_probs=probs)["test"]
                       for name, probs in SHIFTS.items()}
     data["shifted"] = prepare(shifted_splits, vocab)[0]
+    device = get_device(args.device)
+    data = to_device(data, device)
     n_classes = len(splits["train"].classes)
     results = {}
     for method in args.methods:
@@ -234,12 +240,14 @@ def main(argv=None):
                   f"(runs: {', '.join(f'{100 * a:.1f}' for a in accs)})", file=sys.stderr)
     elapsed = time.time() - start
     if args.json:
-        print(json.dumps({"config": vars(args), "seconds": round(elapsed, 1),
+        print(json.dumps({"config": vars(args), "device": str(device), "torch": torch.__version__,
+                          "seconds": round(elapsed, 1),
                           "results": results}, indent=2))
         return 0
     best_uni = max(MODALITY_NAMES, key=lambda m: results.get(m, {}).get("test_acc_mean", -1))
     print(f"\nCourse dataset (seed {args.data_seed}, size {args.size}): test accuracy over "
-          f"training seeds {args.seeds}, {args.epochs} epochs, chance = {100 / n_classes:.1f}%")
+          f"training seeds {args.seeds}, {args.epochs} epochs, chance = {100 / n_classes:.1f}% "
+          f"(device {device}, torch {torch.__version__})")
     print(f"{'method':8s} {'mean':>6s} {'std':>5s} | " + " ".join(f"{k:>9s}" for k in SHIFTS))
     for method, r in results.items():
         print(f"{method:8s} {100 * r['test_acc_mean']:6.1f} {100 * r['test_acc_std']:5.1f} | " +

@@ -18,6 +18,7 @@ from mmcourse.exercises.core import (
     describe,
     expect_close,
     expect_equal,
+    expect_number,
     expect_tensor,
     fail,
     known_exercises,
@@ -27,6 +28,6 @@ from mmcourse.exercises.core import (
 
 __all__ = [
     "CHECK_MIMETYPE", "CheckResult", "ExerciseFailed", "NotSolved", "UnknownExercise", "call",
-    "check", "check_bundle", "describe", "expect_close", "expect_equal", "expect_tensor", "fail",
+    "check", "check_bundle", "describe", "expect_close", "expect_equal", "expect_number", "expect_tensor", "fail",
     "known_exercises", "parse_exercise_id", "register",
 ]

@@ -338,6 +338,20 @@ def expect_close(name: str, got: Any, expected: Any, atol: float = 1e-5, rtol: f
              f"(allowed atol={atol:g}, rtol={rtol:g})")
 
 
+def expect_number(name: str, value: Any, what: str = "a number") -> float:
+    """Fail unless ``value`` is a real number (int, float, NumPy scalar or one-element tensor);
+    return it as a float. ``what`` describes the number in the message, e.g. "the frequency in Hz"."""
+    __tracebackhide__ = True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == ():  # NumPy scalar
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(f"{name} {_verb(name)} {describe(value)} ({type(value).__name__}) but {what} was expected")
+    return float(value)
+
+
 def expect_equal(name: str, got: Any, expected: Any) -> None:
     """Fail unless ``got == expected`` (for ints, strings, tuples, lists, dicts...)."""
     __tracebackhide__ = True

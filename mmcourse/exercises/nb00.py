@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from mmcourse.exercises.core import call, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
 
 
 @register("0.1", "missing_fraction counts the missing modalities",
@@ -25,12 +24,7 @@ def check_missing_fraction(missing_fraction) -> str:
         fail(f"missing_fraction(split) returned the keys {sorted(got)}; expected exactly "
              f"{sorted(expected)}")
     for m, want in expected.items():
-        value = got[m]
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if not isinstance(value, (int, float, np.floating, np.integer)):
-            fail(f"missing_fraction(split)[{m!r}] is a {type(value).__name__}; a number was expected")
-        value = float(value)
+        value = expect_number(f"missing_fraction(split)[{m!r}]", got[m], "a fraction")
         if math.isclose(value, want * len(split)):
             fail(f"missing_fraction(split)[{m!r}] is {value:g}, the number of missing samples; "
                  f"divide by len(split) to get a fraction")
@@ -49,19 +43,17 @@ def check_dominant_frequency(dominant_frequency) -> str:
     for freq, sr, n in cases:
         t = torch.arange(n) / sr
         wave = 0.5 * torch.sin(2 * math.pi * freq * t) + 0.1 * torch.sin(2 * math.pi * 3.1 * freq * t)
-        got = call(dominant_frequency, wave, sr)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if not isinstance(got, (int, float, np.floating, np.integer)):
-            fail(f"dominant_frequency(wave, {sr}) returned a {type(got).__name__}; a number "
-                 f"(the frequency in Hz) was expected")
-        got = float(got)
+        got = expect_number(f"dominant_frequency(wave, {sr})", call(dominant_frequency, wave, sr),
+                            "a number (the frequency in Hz)")
         resolution = sr / n
         if abs(got - freq) <= resolution:
             continue
         if abs(got - freq / resolution) <= 1:
             fail(f"dominant_frequency(...) returned {got:g} for a {freq:g} Hz tone: that is the "
                  f"index of the FFT bin; multiply by sample_rate / len(waveform) for Hz")
+        if abs(got - freq / sr) <= 1 / n:
+            fail(f"dominant_frequency(...) returned {got:g} for a {freq:g} Hz tone: that is in "
+                 f"cycles per SAMPLE; pass d=1 / sample_rate to torch.fft.rfftfreq to get Hz")
         if abs(got - 2 * math.pi * freq) <= 2 * math.pi * resolution:
             fail(f"dominant_frequency(...) returned {got:g}, an angular frequency (rad/s); the "
                  f"exercise asks for Hz")

@@ -345,7 +345,7 @@ def expect_number(name: str, value: Any, what: str = "a number") -> float:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if hasattr(value, "dtype") and getattr(value, "shape", None) == ():  # NumPy scalar
+    if hasattr(value, "dtype") and getattr(value, "size", None) == 1:  # NumPy scalar or 1-element array
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(f"{name} {_verb(name)} {describe(value)} ({type(value).__name__}) but {what} was expected")

@@ -3,20 +3,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from mmcourse.exercises.core import call, expect_close, expect_tensor, fail, register
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
-        fail(f"{name} returned a {type(value).__name__}; a number was expected")
-    return float(value)
+from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
 
 
 @register("3.1", "hz_to_mel and mel_to_hz convert between hertz and mels",
@@ -61,7 +50,7 @@ def check_n_frames(n_frames) -> str:
             spec = torch.stft(x, n_fft, hop_length=hop, window=torch.ones(n_fft), center=center,
                               return_complex=True)
             want = spec.shape[-1]
-            got = _number(f"n_frames({length}, {n_fft}, {hop}, center={center})",
+            got = expect_number(f"n_frames({length}, {n_fft}, {hop}, center={center})",
                           call(n_frames, length, n_fft, hop, center=center))
             if got == want:
                 continue
@@ -122,7 +111,7 @@ def check_alias_frequency(alias_frequency) -> str:
              (7000.0, 16000, 7000.0), (11025.0, 16000, 4975.0)]
     for freq, sr, want in cases:
         name = f"alias_frequency({freq:g}, {sr})"
-        got = _number(name, call(alias_frequency, freq, sr))
+        got = expect_number(name, call(alias_frequency, freq, sr))
         if math.isclose(got, want, abs_tol=1e-6):
             continue
         if math.isclose(got, freq):

@@ -10,6 +10,7 @@ train a unimodal baseline (Part 1) and every fusion model (Part 2).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -41,6 +42,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int | None = None
+    stopped_early: bool = False
 
     def __repr__(self) -> str:
         last = f"train_loss={self.train_loss[-1]:.3f}" if self.train_loss else "not trained"
@@ -49,11 +51,27 @@ class History:
         return f"History({len(self.train_loss)} epochs, {last}{val})"
 
 
+def _mixed_precision(amp: str | None, device: torch.device):
+    """The autocast context factory and gradient scaler (or None) for ``amp``."""
+    if amp is None:
+        return contextlib.nullcontext, None
+    if amp == "bf16":
+        return (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)), None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"amp='fp16' needs a CUDA device (float16 training on {device.type} "
+                             f"is slow or unsupported); use amp='bf16' there")
+        return ((lambda: torch.autocast(device_type="cuda", dtype=torch.float16)),
+                torch.amp.GradScaler("cuda"))
+    raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+
+
 def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None = None,
         *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.0,
         optimizer: torch.optim.Optimizer | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         device: str | torch.device | None = None, keep_best: bool = True,
+        patience: int | None = None, amp: str | None = None,
         desc: str = "training") -> History:
     """Train ``model`` on batch dicts; return a :class:`History`.
 
@@ -65,16 +83,24 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
         loss_fn: ``loss_fn(logits, labels)``, cross-entropy by default.
         device: where to train (see :func:`mmcourse.get_device`); the model is moved there.
         keep_best: with a validation loader, end with the weights of the epoch with the best
-            validation accuracy (a simple form of early stopping).
+            validation accuracy.
+        patience: with a validation loader, stop after this many epochs without a better
+            validation accuracy (early stopping); None trains all ``epochs``.
+        amp: mixed precision: None (float32), ``"bf16"`` (bfloat16 autocast, CPU or GPU) or
+            ``"fp16"`` (float16 autocast with a gradient scaler; CUDA only).
     """
-    if not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                 or patience < 1):
+        raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
     device = get_device(device)
+    autocast, scaler = _mixed_precision(amp, device)
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = History()
-    best_state, best_acc = None, -1.0
+    best_state, best_acc, stale = None, -1.0, 0
     for epoch in progress(range(epochs), desc=desc):
         model.train()
         total, count = 0.0, 0
@@ -82,10 +108,19 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
             batch = to_device(batch, device)
             if "label" not in batch:
                 raise KeyError(f"fit needs batches with a 'label' entry; got keys {sorted(batch)}")
-            loss = loss_fn(model(batch), batch["label"])
+            with autocast():
+                loss = loss_fn(model(batch).float(), batch["label"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}; lower "
+                                         f"the learning rate (now {lr}) or check the inputs")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             total += loss.item() * len(batch["label"])
             count += len(batch["label"])
         if count == 0:
@@ -95,9 +130,14 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
             acc = accuracy(model, val_loader, device=device)
             history.val_accuracy.append(acc)
             if acc > best_acc:
-                best_acc, history.best_epoch = acc, epoch
+                best_acc, history.best_epoch, stale = acc, epoch, 0
                 if keep_best:
                     best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if patience is not None and stale >= patience:
+                    history.stopped_early = True
+                    break
     if best_state is not None:
         model.load_state_dict(best_state)
     elif val_loader is None:
@@ -127,6 +167,37 @@ def accuracy(model: nn.Module, loader: Iterable[dict],
     """Share of correctly classified samples in ``loader`` (a float in [0, 1])."""
     preds, labels = predict(model, loader, device)
     return (preds == labels).float().mean().item()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int | None = None,
+             device: str | torch.device | None = None,
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+             ) -> dict[str, Any]:
+    """Everything about a model on one data set, in one pass.
+
+    Returns a dict: ``accuracy`` (float), ``loss`` (mean ``loss_fn``), ``confusion``
+    (num_classes x num_classes counts, rows = true class), ``per_class_accuracy`` (list of
+    floats, NaN for a class without samples), ``n`` (samples). ``num_classes`` defaults to the
+    width of the model's output.
+    """
+    device = get_device(device)
+    model.to(device).eval()
+    preds, labels, total = [], [], 0.0
+    for batch in loader:
+        batch = to_device(batch, device)
+        logits = model(batch).float()
+        total += loss_fn(logits, batch["label"]).item() * len(batch["label"])
+        num_classes = num_classes or logits.shape[1]
+        preds.append(logits.argmax(dim=1).cpu())
+        labels.append(batch["label"].cpu())
+    if not preds:
+        raise ValueError("loader yielded no batches")
+    preds, labels = torch.cat(preds), torch.cat(labels)
+    confusion = confusion_matrix(preds, labels, num_classes)
+    per_class = (confusion.diag().float() / confusion.sum(1).float()).tolist()
+    return {"accuracy": (preds == labels).float().mean().item(), "loss": total / len(labels),
+            "confusion": confusion, "per_class_accuracy": per_class, "n": len(labels)}
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

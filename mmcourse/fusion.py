@@ -217,6 +217,10 @@ class Fusion(nn.Module):
         mask: {modality: (B,) bool}, True = present. Returns (B, out_dim)."""
         tokens, positions, batch = self._sequences(features)
         present = self._present(mask, batch, next(iter(tokens.values())).device)
+        # zero what must be ignored (padding, missing modalities), so that no value there, not
+        # even NaN or inf, can leak into the output through a 0 * NaN
+        tokens = {m: x.masked_fill(~(positions[m] & present[:, j:j + 1]).unsqueeze(-1), 0.0)
+                  for j, (m, x) in enumerate(tokens.items())}
         if self.uses_sequences:
             return self.fuse_tokens(tokens, positions, present)
         return self.fuse(self._pooled(tokens, positions, present), present)

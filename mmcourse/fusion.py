@@ -478,7 +478,8 @@ class CrossModalFusion(Fusion):
         self.last_key_modality: dict[str, torch.Tensor] = {}
 
     def _split(self, x):  # (B, T, D) -> (B, heads, T, D / heads)
-        return x.view(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+        batch, length, dim = x.shape  # (explicit sizes: a batch may have no sample)
+        return x.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
 
     def fuse_tokens(self, tokens, positions, present):
         x, keep, owner = self.tokens(tokens, positions, present)

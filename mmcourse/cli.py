@@ -107,6 +107,19 @@ def _course_root(given: str | None) -> Path:
                      "run from inside it or pass --root DIR")
 
 
+def _cmd_bench_fusion(args: argparse.Namespace) -> int:
+    from mmcourse.bench import run_fusion_bench, format_fusion_table, METHODS
+
+    try:
+        report = run_fusion_bench(seeds=args.seeds, epochs=args.epochs, n_test=args.test_size,
+                                  methods=tuple(args.methods or METHODS),
+                                  modality_dropout=args.modality_dropout, device=args.device)
+    except ValueError as err:
+        raise SystemExit(f"mmcourse bench fusion: {err}") from None
+    print(json.dumps(report, indent=2) if args.json else format_fusion_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated notebook numbers or names")
     p.add_argument("--root", help="course folder (default: found from the current folder)")
     p.set_defaults(func=_cmd_refresh)
+
+    p = sub.add_parser("bench", help="benchmarks that print measured ratios and tables")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("fusion", help="every fusion method vs single modalities: clean, "
+                         "corrupted, missing; mean and spread over seeds")
+    b.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    b.add_argument("--epochs", type=int, default=12, help="epochs per fusion model (default 12)")
+    b.add_argument("--test-size", type=int, default=1000, help="test objects per condition")
+    b.add_argument("--methods", nargs="+", help="a subset of: image audio text concat late "
+                   "weighted gated attention cross tensor lowrank (default: all)")
+    b.add_argument("--modality-dropout", type=float, default=0.0,
+                   help="modality dropout while training every fusion model (default 0)")
+    b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=_cmd_bench_fusion)
 
     p = sub.add_parser("env", help="print versions and the device the course will use")
     p.add_argument("--json", action="store_true")

@@ -32,6 +32,7 @@ KERNEL_ENV = {
     "KINETO_LOG_LEVEL": "6",                  # silence the profiler's log lines
     "PYTHONHASHSEED": "0",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",    # the debugger's frozen-modules warning
+    "MMCOURSE_STATIC_WIDGETS": "1",           # headless runs store the explorers' static view
 }
 METRICS_MIMETYPE = "application/vnd.mmcourse.metrics+json"  # same as mmcourse.report
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"

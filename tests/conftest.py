@@ -6,6 +6,8 @@ started by papermill, nbclient or nbval inherit them (a value already set wins).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,17 @@ from mmcourse.runner import KERNEL_ENV
 
 for _key, _value in KERNEL_ENV.items():
     os.environ.setdefault(_key, _value)
+
+# Frozen course features (mmcourse.features) are cached on disk; the tests use a cache of their
+# own, empty at the start of every session, so that they measure and check a cold start too.
+_OWN_CACHE = None
+if "MMCOURSE_CACHE" not in os.environ:
+    _OWN_CACHE = os.environ["MMCOURSE_CACHE"] = tempfile.mkdtemp(prefix="mmcourse-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

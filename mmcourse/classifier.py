@@ -33,7 +33,8 @@ class MultimodalClassifier(nn.Module):
         num_classes: size of the output. Late fusion already outputs class scores, so its
             ``out_dim`` must equal ``num_classes`` and no head is added.
         modality_dropout: in training mode, hide each present modality of each sample with this
-            probability (never all of a sample's modalities), so the model cannot lean on one.
+            probability, so the model cannot lean on one; where every present modality of a
+            sample is drawn to go, one of them (chosen at random) stays.
         dropout: dropout before the head.
         empty: what to do with a sample that has no modality at all (the course data has a
             few): ``"uniform"`` gives it all-zero class scores (a uniform guess; it still counts
@@ -109,8 +110,11 @@ class MultimodalClassifier(nn.Module):
                                .to(device) for m in self.modalities], dim=1)
         if self.training and self.modality_dropout > 0:
             keep = present & (torch.rand(present.shape, device=device) >= self.modality_dropout)
+            # where every present modality was drawn to go, one of them (at random) stays
+            one = torch.rand(present.shape, device=device).masked_fill(~present, -1.0).argmax(1)
+            rescue = torch.zeros_like(present).scatter_(1, one[:, None], True) & present
             emptied = ~keep.any(dim=1, keepdim=True)
-            present = torch.where(emptied, present, keep)  # never hide every modality
+            present = torch.where(emptied, rescue, keep)
         return {m: present[:, j] for j, m in enumerate(self.modalities)}
 
     def fused(self, batch: Mapping[str, Any]) -> torch.Tensor:

@@ -107,6 +107,26 @@ def _course_root(given: str | None) -> Path:
                      "run from inside it or pass --root DIR")
 
 
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from mmcourse.grading import format_grades, grade_notebook, grades_csv
+    from mmcourse.runner import check_kernel
+
+    check_kernel()
+    results = []
+    for path in args.submissions:
+        try:
+            results.append(grade_notebook(path, timeout=args.timeout, reference=args.reference))
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"mmcourse grade: {err}") from None
+    if args.csv:
+        Path(args.csv).write_text(grades_csv(results))
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    else:
+        print(format_grades(results))
+    return 0
+
+
 def _cmd_bench_fusion(args: argparse.Namespace) -> int:
     from mmcourse.bench import run_fusion_bench, format_fusion_table, METHODS
 
@@ -165,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_fusion)
+
+    p = sub.add_parser("grade", help="run submitted notebooks in a fresh kernel and grade "
+                       "every exercise (table, --json or --csv)")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION.ipynb")
+    p.add_argument("--timeout", type=float, default=600,
+                   help="seconds allowed per notebook (default 600)")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per notebook; "
+                   "a list for several)")
+    p.add_argument("--csv", metavar="FILE", help="also write notebook,exercise,passed,message rows")
+    p.add_argument("--reference", help="the notebook whose exercises must all be there (default: "
+                   "solutions/<same name>)")
+    p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("env", help="print versions and the device the course will use")
     p.add_argument("--json", action="store_true")

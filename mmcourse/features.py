@@ -206,8 +206,9 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
         cache: keep the result on disk and reuse it next time (training takes about 40 s on a
             2-core CPU; loading well under a second). True: in ``$MMCOURSE_CACHE`` or
             ``~/.cache/mmcourse``; a path: there; False: never. The cache key covers every
-            argument, the library's source code and the torch version, so a stale entry is never
-            used; given ``splits`` are never cached.
+            argument, the library's source code, the torch version and torch's thread count (which
+            changes the trained weights in the last digits), so a stale entry is never used;
+            given ``splits`` are never cached.
     """
     epochs = {**EPOCHS, **(epochs or {})}
     path = None
@@ -251,7 +252,8 @@ def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
         os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
-    digest.update(torch.__version__.encode())
+    # the thread count changes floating-point reduction order, hence the trained weights
+    digest.update(f"{torch.__version__} threads={torch.get_num_threads()}".encode())
     for source in sorted([package / "features.py", package / "training.py",
                           package / "data" / "course.py", package / "data" / "tensors.py",
                           *(package / "encoders").glob("*.py")]):

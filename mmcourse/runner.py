@@ -319,7 +319,8 @@ def refresh_solutions(root: str | Path, only: Iterable[str | int] | str | None =
     notebooks. Yields one line per notebook, then one for the student notebooks.
 
     Volatile metadata (cell ``execution`` timestamps, ``papermill`` keys) is removed; a notebook
-    is written (nbformat, indent 1) only when its text changed. Raises RefreshError on the first
+    is written (nbformat, indent 1) only when its text changed; with ``only``, just those
+    notebooks' student versions are regenerated. Raises RefreshError on the first
     notebook that fails (that file is left as it was and no student notebook is regenerated).
     """
     import nbformat
@@ -355,7 +356,8 @@ def refresh_solutions(root: str | Path, only: Iterable[str | int] | str | None =
 
     from mmcourse.exercises.student import make_student_notebooks
 
-    regenerated = make_student_notebooks(root / "solutions", root / "notebooks")
+    regenerated = make_student_notebooks(root / "solutions", root / "notebooks",
+                                         only=None if only is None else [p.name for p in paths])
     yield ("student notebooks regenerated: " + ", ".join(regenerated) if regenerated
            else "student notebooks: all up to date")
 

@@ -245,7 +245,7 @@ def _current(path: Path) -> str | None:
 
 
 def make_student_notebooks(solutions_dir: str | Path, notebooks_dir: str | Path,
-                           check: bool = False) -> list[str]:
+                           check: bool = False, only: list[str] | None = None) -> list[str]:
     """Build the student version of every ``solutions_dir/NN_*.ipynb`` into ``notebooks_dir``.
 
     ``check=False``: write the notebooks that are missing or differ (creating ``notebooks_dir``)
@@ -253,6 +253,8 @@ def make_student_notebooks(solutions_dir: str | Path, notebooks_dir: str | Path,
     missing or differ, plus notes for notebooks in ``notebooks_dir`` with no solution and for
     misnamed solution notebooks. In write mode those two raise NotebookError (nothing is deleted
     or skipped silently). Validation errors raise NotebookError before anything is written.
+    ``only``: file names (``"04_alignment_and_concat.ipynb"``) to build; the others are neither
+    read nor written.
 
     Executing a student notebook: nbclient and JupyterLab run every cell, since exercise cells are
     tagged ``raises-exception``. ``papermill.execute_notebook`` also runs every cell but then
@@ -263,10 +265,12 @@ def make_student_notebooks(solutions_dir: str | Path, notebooks_dir: str | Path,
     misnamed = sorted(p.name for p in solutions_dir.glob("*.ipynb") if not NAME_RE.match(p.name))
     wanted = {}
     for path in sorted(solutions_dir.glob("*.ipynb")):
+        if only is not None and path.name not in only:
+            continue
         if NAME_RE.match(path.name):
             wanted[path.name] = _render(student_version(_read_solution(path), str(path)))
-    orphans = sorted(p.name for p in notebooks_dir.glob("*.ipynb")
-                     if NAME_RE.match(p.name) and p.name not in wanted)
+    orphans = [] if only is not None else sorted(
+        p.name for p in notebooks_dir.glob("*.ipynb") if NAME_RE.match(p.name) and p.name not in wanted)
 
     if check:
         stale = [name for name, text in wanted.items() if _current(notebooks_dir / name) != text]

@@ -225,14 +225,15 @@ def test_cli_run_json(tmp_path):
 def test_refresh_solutions_in_place(course, monkeypatch):
     calls = []
     stand_in = types.ModuleType("mmcourse.exercises.student")
-    stand_in.make_student_notebooks = lambda src, dst: calls.append((src, dst)) or ["00_demo"]
+    stand_in.make_student_notebooks = \
+        lambda src, dst, only=None: calls.append((src, dst, only)) or ["00_demo"]
     monkeypatch.setitem(sys.modules, "mmcourse.exercises.student", stand_in)
 
     path = course / "solutions" / "00_demo.ipynb"
     lines = list(refresh_solutions(course))
     assert lines[0].startswith("00_demo: updated (")
     assert lines[-1] == "student notebooks regenerated: 00_demo"
-    assert calls == [(course / "solutions", course / "notebooks")]
+    assert calls == [(course / "solutions", course / "notebooks", None)]
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[2].outputs[0]["text"] == "total 3\n"
     for cell in nb.cells:
@@ -242,6 +243,7 @@ def test_refresh_solutions_in_place(course, monkeypatch):
     before = path.read_text()
     assert list(refresh_solutions(course, only="0"))[0].startswith("00_demo: unchanged (")
     assert path.read_text() == before
+    assert calls[-1][2] == ["00_demo.ipynb"]  # only that notebook's student version
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The course website (mmcourse.site, site/): built once per module from the solution notebooks
+with their committed outputs, offline; every notebook has a page, the navigation groups pages by
+part, every internal link and local asset resolves, and no page loads a script or style from the
+internet. About 30-60 s on 2 cores (the build)."""
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+
+from mmcourse.site import build_site, prune_toc
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+# The part each notebook number belongs to (the caption in site/_toc.yml starts with it).
+PARTS = {0: "Part 0-1", 1: "Part 0-1", 2: "Part 0-1", 3: "Part 0-1",
+         4: "Part 2", 5: "Part 2", 6: "Part 2"}
+# Tags whose src/href the browser loads by itself: none of them may point to the internet.
+LOADED = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src",
+          "audio": "src", "video": "src", "embed": "src", "object": "data"}
+# The one inline script allowed to name a CDN: sphinx-thebe's constant (see the test below).
+DORMANT_THEBE = re.compile(r'const THEBE_JS_URL = "https://unpkg\.com/thebe@[0-9.]+/lib/index\.js";'
+                           r'[^<]*')
+CDN = re.compile(r"cdn\.jsdelivr|unpkg\.com|cdnjs|googleapis|mathjax\.org|require\.js", re.I)
+
+
+class _Page(HTMLParser):
+    """Collects ids, links (a/area href) and loaded resources (LOADED) of one HTML page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.loaded: list[tuple[str, str]] = []
+        self.inline_scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("id", "name"):
+            if attrs.get(key):
+                self.ids.add(attrs[key])
+        if tag in ("a", "area") and attrs.get("href") is not None:
+            self.links.append(attrs["href"])
+        if tag in LOADED and attrs.get(LOADED[tag]):
+            self.loaded.append((tag, attrs[LOADED[tag]]))
+        self._in_script = tag == "script" and not attrs.get("src")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.inline_scripts.append(data)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    result = build_site(ROOT, tmp_path_factory.mktemp("site"), quiet=True)
+    pages = {}
+    for path in sorted(result["html"].rglob("*.html")):
+        if path.relative_to(result["html"]).parts[0] == "_static":
+            continue  # the themes' Jinja macro files, copied along; not pages
+        parser = _Page()
+        parser.feed(path.read_text(encoding="utf-8"))
+        pages[path] = parser
+    result["pages"] = pages
+    return result
+
+
+def _external(url: str) -> bool:
+    """A URL the browser would fetch from a server (data: and file-relative URLs are local)."""
+    return urlsplit(url).scheme in ("http", "https", "ftp", "ws", "wss") or url.startswith("//")
+
+
+def _short(url: str) -> str:
+    return url if len(url) < 120 else url[:100] + "..."
+
+
+def test_build_succeeds_without_warnings(site):
+    assert site["index"].is_file()
+    assert site["warnings"] == [], "the site build warned:\n" + "\n".join(site["warnings"])
+    assert "Executing" not in site["log"], "the build executed notebooks; it must only render " \
+                                           "their committed outputs (execute_notebooks: off)"
+
+
+def test_every_solution_notebook_has_a_page_with_its_outputs(site):
+    assert NOTEBOOKS, "no solution notebooks found"
+    for nb_path in NOTEBOOKS:
+        page = site["html"] / "solutions" / f"{nb_path.stem}.html"
+        assert page.is_file(), f"no page for {nb_path.name}"
+        text = page.read_text(encoding="utf-8")
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        title = next((line[2:].strip() for cell in nb["cells"] if cell["cell_type"] == "markdown"
+                      for line in "".join(cell["source"]).splitlines() if line.startswith("# ")),
+                     None)
+        assert title and title.split("·")[-1].strip() in text, f"{page.name}: title {title!r} missing"
+        pngs = sum("image/png" in out.get("data", {})
+                   for cell in nb["cells"] for out in cell.get("outputs", []))
+        images = len(re.findall(r'<img [^>]*src="\.\./_images/', text))
+        assert images >= pngs, f"{page.name}: {images} images on the page, {pngs} in the notebook"
+
+
+def test_intro_dataset_card_and_guides_are_pages(site):
+    html = site["html"]
+    assert (html / "README.html").is_file() and "README.html" in site["index"].read_text()
+    assert (html / "datasets" / "README.html").is_file()
+    assert (html / "planned.html").is_file()
+    for name in ("CONTRIBUTING", "INSTRUCTORS"):
+        if (ROOT / f"{name}.md").is_file():
+            assert (html / f"{name}.html").is_file(), f"{name}.md has no page"
+    # the README's links to the other documents point to their pages
+    assert 'href="datasets/README.html"' in (html / "README.html").read_text(encoding="utf-8")
+
+
+def _navigation(page_html: str) -> dict[str, list[str]]:
+    """caption -> page links of the left sidebar, in order."""
+    nav = page_html.split('class="bd-links', 1)[-1].split("</nav>", 1)[0]
+    parts: dict[str, list[str]] = {}
+    chunks = re.split(r'<span class="caption-text">(.*?)</span>', nav)
+    for caption, body in zip(chunks[1::2], chunks[2::2]):
+        parts[caption] = re.findall(r'class="reference internal" href="([^"#]*)', body)
+    return parts
+
+
+def test_navigation_groups_the_notebooks_by_part(site):
+    nav = _navigation((site["html"] / "README.html").read_text(encoding="utf-8"))
+    assert len(nav) >= 3, f"expected captions by part in the sidebar, got {list(nav)}"
+    for nb_path in NOTEBOOKS:
+        number = int(nb_path.name[:2])
+        href = f"solutions/{nb_path.stem}.html"
+        captions = [caption for caption, links in nav.items() if href in links]
+        assert len(captions) == 1, f"{nb_path.name} is in {captions or 'no part'} of the " \
+                                   f"navigation; add it to a part in site/_toc.yml"
+        expected = PARTS.get(number)
+        if expected:
+            assert captions[0].startswith(expected), \
+                f"{nb_path.name} is under {captions[0]!r}, expected {expected!r}"
+    # the parts come in course order
+    firsts = [min(int(Path(h).name[:2]) for h in links if h.startswith("solutions/"))
+              for links in nav.values() if any(h.startswith("solutions/") for h in links)]
+    assert firsts == sorted(firsts), f"parts out of order: {list(nav)}"
+    # every notebook page carries the same navigation
+    for nb_path in NOTEBOOKS:
+        page_nav = _navigation((site["html"] / "solutions" / f"{nb_path.stem}.html")
+                               .read_text(encoding="utf-8"))
+        assert list(page_nav) == list(nav), f"{nb_path.stem}.html: sidebar differs"
+
+
+def test_internal_links_and_assets_resolve(site):
+    html = site["html"].resolve()
+    broken = []
+    for path, page in site["pages"].items():
+        urls = [("a", u) for u in page.links] + page.loaded
+        for tag, url in urls:
+            if not url or _external(url) or urlsplit(url).scheme:  # mailto:, data:, ...
+                continue
+            parts = urlsplit(url)
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            if not target.is_relative_to(html) or not target.is_file():
+                broken.append(f"{path.relative_to(html)}: <{tag}> {_short(url)}")
+                continue
+            if parts.fragment and target.suffix == ".html" and target in site["pages"]:
+                if unquote(parts.fragment) not in site["pages"][target].ids:
+                    broken.append(f"{path.relative_to(html)}: <{tag}> {url} (no such anchor)")
+    assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:40])
+
+
+def test_no_page_loads_anything_from_the_internet(site):
+    html = site["html"]
+    external = []
+    for path, page in site["pages"].items():
+        for tag, url in page.loaded:
+            if _external(url):
+                external.append(f"{path.relative_to(html)}: <{tag}> {_short(url)}")
+        for script in page.inline_scripts:
+            if DORMANT_THEBE.fullmatch(script.strip()):
+                continue
+            if CDN.search(script):
+                external.append(f"{path.relative_to(html)}: inline script mentions "
+                                f"{CDN.search(script).group(0)}")
+    assert not external, "pages load from the internet:\n" + "\n".join(external[:40])
+    # sphinx-thebe (always loaded by Jupyter Book) defines THEBE_JS_URL, fetched only by a
+    # "launch thebe" button: there must be none (launch_buttons.thebe is off)
+    for path in site["pages"]:
+        assert "thebe-launch-button" not in path.read_text(encoding="utf-8"), \
+            f"{path.relative_to(html)} has a thebe launch button, which loads thebe from a CDN"
+    for css in html.rglob("*.css"):
+        urls = re.findall(r"""(?:@import\s+|url\()\s*["']?(https?:)?//""", css.read_text(
+            encoding="utf-8", errors="replace"))
+        assert not urls, f"{css.relative_to(html)} imports from the internet"
+
+
+def test_mathjax_is_served_locally(site):
+    html = site["html"]
+    pages_with_math = [p for p in site["pages"] if 'class="math' in p.read_text(encoding="utf-8")]
+    assert pages_with_math, "expected math in the notebooks"
+    for path in pages_with_math:
+        srcs = [u for tag, u in site["pages"][path].loaded if "MathJax.js" in u]
+        assert srcs, f"{path.name}: math but no MathJax"
+        config = dict(p.split("=", 1) for p in urlsplit(srcs[0]).query.split("&") if "=" in p)
+        assert (html / "_static" / "mathjax" / "config" / f"{config['config']}.js").is_file()
+    # no widget state is stored, so no page needs the widget manager
+    for nb_path in NOTEBOOKS:
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        assert "application/vnd.jupyter.widget-state+json" not in \
+            nb.get("metadata", {}).get("widgets", {}), \
+            f"{nb_path.name} stores widget state: vendor @jupyter-widgets/html-manager for the site"
+
+
+def test_prune_toc_drops_missing_entries(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions" / "00_a.ipynb").write_text("{}")
+    (tmp_path / "README.md").write_text("# x")
+    toc = yaml.safe_load("""
+format: jb-book
+root: README
+parts:
+  - caption: Part 1
+    chapters: [{glob: "solutions/0[0-3]_*"}, {file: missing}]
+  - caption: Part 2
+    chapters: [{glob: "solutions/0[4-6]_*"}]
+""")
+    pruned, dropped = prune_toc(toc, tmp_path)
+    assert [p["caption"] for p in pruned["parts"]] == ["Part 1"]
+    assert pruned["parts"][0]["chapters"] == [{"glob": "solutions/0[0-3]_*"}]
+    assert any("missing" in d for d in dropped) and any("Part 2" in d for d in dropped)

@@ -107,6 +107,18 @@ def _course_root(given: str | None) -> Path:
                      "run from inside it or pass --root DIR")
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from mmcourse.site import SiteError, build_site
+
+    root = _course_root(args.root)
+    try:
+        build_site(root, args.out)
+    except SiteError as err:
+        print(f"mmcourse site: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_grade(args: argparse.Namespace) -> int:
     from mmcourse.grading import format_grades, grade_notebook, grades_csv
     from mmcourse.runner import check_kernel
@@ -197,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="the notebook whose exercises must all be there (default: "
                    "solutions/<same name>)")
     p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("site", help="build the course website (offline) from the solution "
+                       "notebooks and their committed outputs")
+    p.add_argument("--out", help="build folder (default site/_build; open html/index.html)")
+    p.add_argument("--root", help="course folder (default: found from the current folder)")
+    p.set_defaults(func=_cmd_site)
 
     p = sub.add_parser("env", help="print versions and the device the course will use")
     p.add_argument("--json", action="store_true")

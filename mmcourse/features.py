@@ -206,9 +206,9 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
         cache: keep the result on disk and reuse it next time (training takes about 40 s on a
             2-core CPU; loading well under a second). True: in ``$MMCOURSE_CACHE`` or
             ``~/.cache/mmcourse``; a path: there; False: never. The cache key covers every
-            argument, the library's source code, the torch version and torch's thread count (which
-            changes the trained weights in the last digits), so a stale entry is never used;
-            given ``splits`` are never cached.
+            argument, the library's source code and the torch version, so a stale entry is never
+            used; given ``splits`` are never cached. On the CPU the encoders train with one
+            thread, so that the features are the same whatever the machine's core count.
     """
     epochs = {**EPOCHS, **(epochs or {})}
     path = None
@@ -229,16 +229,25 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
     train = splits["train"]
     tokenizer = train_tokenizer([t for t in train.texts if t])
     models = {}
-    for m in MODALITY_NAMES:
-        seed_everything(seed)
-        model = UnimodalClassifier(make_encoder(m, dim, len(tokenizer)), m, len(train.classes))
-        fit(model, _batches(train, tokenizer, m, 128, True, seed),
-            _batches(splits["val"], tokenizer, m, 500, False, 0),
-            epochs=epochs[m], lr=LEARNING_RATES[m], device=device, desc=f"{m} encoder")
-        model.eval().requires_grad_(False)
-        models[m] = model
-    feats = CourseFeatures({}, models, tokenizer, tuple(train.classes), seed, device)
-    feats.splits = {name: feats.encode(split) for name, split in splits.items()}
+    # On the CPU, train with one thread: the number of threads changes the order of floating-
+    # point sums and so the last digits of the weights; with one thread, every machine (2 cores
+    # or 64) gets the same features, and the course's printed numbers reproduce.
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        for m in MODALITY_NAMES:
+            seed_everything(seed)
+            model = UnimodalClassifier(make_encoder(m, dim, len(tokenizer)), m, len(train.classes))
+            fit(model, _batches(train, tokenizer, m, 128, True, seed),
+                _batches(splits["val"], tokenizer, m, 500, False, 0),
+                epochs=epochs[m], lr=LEARNING_RATES[m], device=device, desc=f"{m} encoder")
+            model.eval().requires_grad_(False)
+            models[m] = model
+        feats = CourseFeatures({}, models, tokenizer, tuple(train.classes), seed, device)
+        feats.splits = {name: feats.encode(split) for name, split in splits.items()}
+    finally:
+        torch.set_num_threads(threads)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -252,8 +261,7 @@ def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
         os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
-    # the thread count changes floating-point reduction order, hence the trained weights
-    digest.update(f"{torch.__version__} threads={torch.get_num_threads()}".encode())
+    digest.update(torch.__version__.encode())
     for source in sorted([package / "features.py", package / "training.py",
                           package / "data" / "course.py", package / "data" / "tensors.py",
                           *(package / "encoders").glob("*.py")]):

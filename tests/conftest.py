@@ -28,12 +28,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "notebook: executes the course notebooks (slow; deselect with -m 'not notebook')")
+    config.addinivalue_line(
+        "markers", "browser: drives JupyterLab in headless Chromium (deselect with -m 'not browser')")
 
 
 @pytest.fixture(scope="session")

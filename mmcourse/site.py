@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 # Files of the repository the site shows besides the notebooks (missing ones are skipped).
-PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "datasets/README.md")
+PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "BENCHMARKS.md", "datasets/README.md")
 DEFAULT_OUT = "site/_build"
 COURSE_MIME_PREFIX = "application/vnd.mmcourse."
 

@@ -112,7 +112,7 @@ def test_intro_dataset_card_and_guides_are_pages(site):
     assert (html / "README.html").is_file() and "README.html" in site["index"].read_text()
     assert (html / "datasets" / "README.html").is_file()
     assert (html / "planned.html").is_file()
-    for name in ("CONTRIBUTING", "INSTRUCTORS"):
+    for name in ("CONTRIBUTING", "INSTRUCTORS", "BENCHMARKS"):
         if (ROOT / f"{name}.md").is_file():
             assert (html / f"{name}.html").is_file(), f"{name}.md has no page"
     # the README's links to the other documents point to their pages

@@ -43,3 +43,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def repo_root() -> Path:
     """The checkout's root folder (holding solutions/, notebooks/, tests/)."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the tests of a module (``pytestmark = usefixtures("one_thread")``):
+    tiny tensors run fastest on one thread, and stay quick when the machine is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,13 +20,7 @@ FEATURE_DIMS = {"image": 6, "text": 4}
 KWARGS = {"attention": {"heads": 2}, "cross": {"heads": 2}, "tensor": {"proj_dim": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and keeps the tests quick on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fusion(name: str, dims=FEATURE_DIMS, out_dim: int = 8):

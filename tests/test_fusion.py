@@ -26,13 +26,7 @@ POSITIONS = {"image": torch.ones(B, 3, dtype=torch.bool),
              "text": torch.tensor([[1, 1], [1, 0], [1, 1], [1, 0]]).bool()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and keeps the tests quick on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(name: str, dims=DIMS, out_dim: int = OUT, **kwargs) -> Fusion:

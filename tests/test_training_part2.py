@@ -14,13 +14,7 @@ from mmcourse.fusion import make_fusion
 from mmcourse.training import History, evaluate, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and keeps the tests quick on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_loaders(n: int = 96, seed: int = 0, device: str = "cpu"):

@@ -399,10 +399,15 @@ class FusionExplorer:
         self.image = w.Image(format="png", layout=w.Layout(width="900px"))
         for control in self.controls.values():
             control.observe(self._changed, names="value")
+        # the control column keeps its width (labels and slider readouts stay readable); the
+        # toggles and the one-line summary take the rest
         sliders = w.VBox([self.controls[k] for k in ("index", "image_noise", "image_occlusion",
-                                                     "audio_mix", "text")])
+                                                     "audio_mix", "text")],
+                         layout=w.Layout(flex="0 0 auto", width="410px"))
         toggles = w.HBox([self.controls[f"remove_{m}"] for m in MODALITY_NAMES])
-        self.widget = w.VBox([w.HBox([sliders, w.VBox([toggles, self.summary])]), self.image])
+        self.widget = w.VBox([w.HBox([sliders, w.VBox([toggles, self.summary],
+                                                      layout=w.Layout(flex="1 1 auto"))]),
+                              self.image])
         self.view: SampleView | None = None
         self.update()
 

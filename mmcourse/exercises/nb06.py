@@ -188,7 +188,7 @@ def _trapezoid(x, y):
 
 @register("6.4", "area under an accuracy-vs-severity curve, and the least robust pair",
           hint="the trapezoid rule: sum over neighbouring points of (s[i+1] - s[i]) * (a[i+1] + "
-               "a[i]) / 2 (np.trapezoid does it). Then compute it for every method and corrupted "
+               "a[i]) / 2, written as a loop or with np.asarray and slices. Then compute it for every method and corrupted "
                "modality in `curves` and return the pair with the SMALLEST area.")
 def check_robustness(answer, curves=None, severities=None) -> str:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not callable(answer[0]):

@@ -5,7 +5,7 @@ trained *alone* on the course data (image CNN, audio CNN on log-mels, bag-of-wor
 frozen, and every split is turned into features once. Fusion models then train in seconds on
 those features, every method on the same ones. (Part 3 trains encoders and fusion together.)
 
-    feats = course_features(seed=0)                  # about 20 s on a 2-core CPU
+    feats = course_features(seed=0)                  # about a minute on a 2-core CPU, once
     feats.dims                                       # {"image": 64, "audio": 64, "text": 64}
     train = feats.loader("train", shuffle=True)      # batches of pooled features + present masks
     feats.unimodal_accuracy("test")                  # each frozen encoder's own head
@@ -203,7 +203,7 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
         epochs: training epochs per modality (default :data:`EPOCHS`); the epoch with the best
             validation accuracy is kept.
         device: where to train (see :func:`mmcourse.get_device`).
-        cache: keep the result on disk and reuse it next time (training takes about 40 s on a
+        cache: keep the result on disk and reuse it next time (training takes about a minute on a
             2-core CPU; loading well under a second). True: in ``$MMCOURSE_CACHE`` or
             ``~/.cache/mmcourse``; a path: there; False: never. The cache key covers every
             argument, the library's source code and the torch version, so a stale entry is never

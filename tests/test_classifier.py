@@ -28,8 +28,8 @@ def fusion(name: str, dims=FEATURE_DIMS, out_dim: int = 8):
     return make_fusion(name, dims, C if name == "late" else out_dim, **KWARGS.get(name, {}))
 
 
-class Spy(nn.Module):
-    """Wraps an encoder and records which view was called with which lengths."""
+class PooledSpy(nn.Module):
+    """Wraps an encoder, offers only its pooled view, and records the calls with their lengths."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
@@ -38,22 +38,14 @@ class Spy(nn.Module):
     def forward(self, x, lengths=None):
         self.calls.append(("forward", lengths))
         return self.encoder(x, lengths=lengths)
+
+
+class Spy(PooledSpy):
+    """A PooledSpy that also offers the encoder's ``sequence`` view."""
 
     def sequence(self, x, lengths=None):
         self.calls.append(("sequence", lengths))
         return self.encoder.sequence(x, lengths=lengths)
-
-
-class PooledSpy(nn.Module):
-    """A Spy of an encoder that has no ``sequence`` view."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder, self.out_dim, self.calls = encoder, encoder.out_dim, []
-
-    def forward(self, x, lengths=None):
-        self.calls.append(("forward", lengths))
-        return self.encoder(x, lengths=lengths)
 
 
 def encoders(spy: bool = True):

@@ -104,13 +104,15 @@ def check_kernel(name: str = KERNEL_NAME) -> None:
 
 def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
                out_dir: str | Path = "runs/latest", solutions: bool = False, timeout: int = 900,
-               quiet: bool = False) -> list[dict[str, Any]]:
+               quiet: bool = False,
+               parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Execute the course notebooks in order, each with papermill in its own child process.
 
     Inputs: ``root`` the course folder; ``only`` numbers or names to run (default all);
     ``out_dir`` where executed notebooks go (relative to the current folder, created);
     ``solutions`` run ``solutions/`` instead of the student ``notebooks/``; ``timeout`` seconds
-    per cell; ``quiet`` no progress lines on stderr.
+    per cell; ``quiet`` no progress lines on stderr; ``parameters`` values papermill injects after
+    each notebook's ``parameters`` cell (e.g. ``{"EPOCHS": 1}``; default none).
     Output: one dict per notebook (see :func:`run_notebook`). A failure does not stop the run.
     """
     folder = Path(root) / ("solutions" if solutions else "notebooks")
@@ -123,7 +125,8 @@ def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for number, path in enumerate(paths, 1):
-        result = run_notebook(path, out / path.name, solutions=solutions, timeout=timeout)
+        result = run_notebook(path, out / path.name, solutions=solutions, timeout=timeout,
+                              parameters=parameters)
         results.append(result)
         if not quiet:
             print(f"[{number}/{len(paths)}] {_progress_line(result)}", file=sys.stderr, flush=True)
@@ -131,9 +134,10 @@ def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
 
 
 def run_notebook(path: str | Path, output: str | Path, solutions: bool = False,
-                 timeout: int = 900) -> dict[str, Any]:
+                 timeout: int = 900, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute one notebook with papermill (kernel ``mmcourse``, cwd = the notebook's folder) in a
-    child process, and classify the result.
+    child process, and classify the result. ``parameters`` (JSON-serialisable) are injected after
+    the notebook's ``parameters`` cell.
 
     Output: ``{"notebook": stem, "status": "ok"|"failed", "wall_s": float, "peak_mb": int (the
     kernel's peak RSS; 0 where it cannot be measured), "metric": dict (the last metrics output),
@@ -145,7 +149,8 @@ def run_notebook(path: str | Path, output: str | Path, solutions: bool = False,
                               "peak_mb": 0, "metric": {}, "unsolved": [], "error": None,
                               "output": str(output)}
     spec = {"input": str(path.resolve()), "output": str(output.resolve()),
-            "cwd": str(path.resolve().parent), "kernel": KERNEL_NAME, "timeout": timeout}
+            "cwd": str(path.resolve().parent), "kernel": KERNEL_NAME, "timeout": timeout,
+            "parameters": dict(parameters or {})}
     with tempfile.TemporaryDirectory(prefix="mmcourse-run-") as tmp:
         spec["result"] = str(Path(tmp) / "result.json")
         boot = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mmcourse_child__')")
@@ -286,6 +291,7 @@ def _child_main(argv: list[str]) -> int:
     try:
         papermill.execute_notebook(spec["input"], spec["output"], kernel_name=spec["kernel"],
                                    cwd=spec["cwd"], execution_timeout=spec["timeout"],
+                                   parameters=spec.get("parameters") or None,
                                    progress_bar=False, log_output=False)
     except PapermillExecutionError:
         pass

@@ -6,6 +6,10 @@
     notebooks itself;
 (b) every notebooks/NN_*.ipynb (student version) runs with papermill, and exactly its unsolved
     exercises raise NotSolved, so the rest of the notebook works before any exercise is solved.
+    A notebook may name smaller parameters for this run in its metadata
+    (``"mmcourse": {"test_parameters": {"EPOCHS": 1}}``): (a) already checks the full defaults'
+    outputs, (b) checks that the student version runs top to bottom, which smaller values show
+    as well and keep the suite within its time budget.
 
 (The course runner on the solutions, ``mmcourse run --solutions``, is the same execution as (a)
 without the comparison, so it is not repeated here; tests/test_runner.py covers the runner.)
@@ -52,7 +56,10 @@ def _expected_unsolved(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", _params("notebooks"))
 def test_student_notebook_runs_up_to_its_exercises(path: Path, repo_root: Path, tmp_path: Path):
-    [result] = run_course(repo_root, only=[path.stem], out_dir=tmp_path, quiet=True)
+    nb = nbformat.read(path, as_version=4)
+    parameters = nb.metadata.get("mmcourse", {}).get("test_parameters")
+    [result] = run_course(repo_root, only=[path.stem], out_dir=tmp_path, quiet=True,
+                          parameters=parameters)
     assert result["status"] == "ok", f"{path.name}: {result['error']} (see {result['output']})"
     assert result["unsolved"] == _expected_unsolved(path), (
         "the exercises that raised NotSolved differ from the exercise cells of the notebook")

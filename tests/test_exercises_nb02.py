@@ -27,6 +27,9 @@ def test_2_1_passes_and_rejects():
         check("2.1", lambda h, n: (h * (torch.arange(h.shape[1])[None] < n[:, None])[..., None]).sum(1))
     with pytest.raises(ExerciseFailed, match="shape"):
         check("2.1", lambda h, n: h[:, 0, 0])
+    with pytest.raises(ExerciseFailed, match="first padding token"):  # off by one: <= instead of <
+        check("2.1", lambda h, n: (h * (torch.arange(h.shape[1])[None] <= n[:, None])[..., None]).sum(1)
+              / n[:, None])
 
 
 # ---------------------------------------------------------------- 2.2 OOV rate
@@ -87,5 +90,9 @@ def test_2_4_passes_and_rejects():
         check("2.4", lambda a, b: a @ b.T)
     with pytest.raises(ExerciseFailed, match="Euclidean"):
         check("2.4", torch.cdist)
-    with pytest.raises(ExerciseFailed):
+    with pytest.raises(ExerciseFailed, match="COLUMN"):
         check("2.4", lambda a, b: F.normalize(a, dim=0) @ F.normalize(b, dim=0).T)
+    with pytest.raises(ExerciseFailed, match="BOTH"):
+        check("2.4", lambda a, b: F.normalize(a, dim=1) @ b.T)
+    with pytest.raises(ExerciseFailed, match="shape"):
+        check("2.4", lambda a, b: F.normalize(a, dim=1) * F.normalize(b, dim=1)[:3])

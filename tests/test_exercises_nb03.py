@@ -80,6 +80,7 @@ def test_3_3_passes_and_rejects():
     _fails("3.3", _in_place, "in place")
     _fails("3.3", _freq_mask, "mel bands")
     _fails("3.3", _off_by_one, "5 to 11 inclusive")
+    _fails("3.3", lambda s, st, w, value=0.0: time_mask(s, st, w), "ignored the value")
 
 
 # ---------------------------------------------------------------------- 3.4 alias frequency

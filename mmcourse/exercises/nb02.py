@@ -30,6 +30,11 @@ def check_masked_mean_pool(masked_mean_pool) -> str:
              "divide by lengths[b], the number of real tokens")
     if torch.allclose(got.float(), want * lengths[:, None], atol=1e-4):
         fail("masked_mean_pool returned the SUM of the real tokens; divide by lengths[b] for the mean")
+    one_more = torch.arange(hidden.shape[1])[None, :] <= lengths[:, None]
+    if torch.allclose(got.float(), (hidden * one_more[..., None]).sum(1) / lengths[:, None], atol=1e-4):
+        fail("masked_mean_pool also counted position lengths[b], the first padding token: the "
+             "real tokens of text b are positions 0 to lengths[b] - 1, so the mask is "
+             "arange(T) < lengths (strictly less)")
     expect_close("masked_mean_pool(hidden, lengths)", got.float(), want, atol=1e-4)
     return "padding ignored in a batch of 3"
 
@@ -115,6 +120,13 @@ def check_cosine_similarity(cosine_similarity) -> str:
     if got.shape == want.shape and torch.allclose(got.float(), a @ b.T, atol=1e-4):
         fail("cosine_similarity returned plain dot products a @ b.T; divide each row by its "
              "length first, so that the result is in [-1, 1]")
+    if torch.allclose(got.float(), (a / a.norm(dim=0, keepdim=True)) @ (b / b.norm(dim=0, keepdim=True)).T,
+                      atol=1e-4):
+        fail("cosine_similarity normalised each COLUMN (dim=0); each embedding is a ROW, so "
+             "divide every row by its own length: x / x.norm(dim=1, keepdim=True)")
+    if torch.allclose(got.float(), an @ b.T, atol=1e-4) or torch.allclose(got.float(), a @ bn.T, atol=1e-4):
+        fail("cosine_similarity normalised only one of a and b; divide the rows of BOTH by their "
+             "lengths")
     if torch.allclose(got.float(), torch.cdist(a, b), atol=1e-4):
         fail("cosine_similarity returned Euclidean distances; the cosine of the angle between "
              "the vectors was asked for")

@@ -98,6 +98,11 @@ def check_time_mask(time_mask) -> str:
     got = call(time_mask, batch, 28, 5, value=-1.0)
     want = batch.clone()
     want[..., 28:] = -1.0
+    ignored = batch.clone()
+    ignored[..., 28:] = 0.0
+    if torch.equal(got, ignored):
+        fail("time_mask(batch, 28, 5, value=-1.0) filled the frames with 0: it ignored the value "
+             "argument; write value (-1.0 here) into the masked frames")
     expect_close("time_mask(batch (2, 1, 40, 30), 28, 5, value=-1.0)", got, want)
     return "frames 5 to 11 hidden, input untouched, batches and mask values work"
 

@@ -10,6 +10,8 @@
     (``"mmcourse": {"test_parameters": {"EPOCHS": 1}}``): (a) already checks the full defaults'
     outputs, (b) checks that the student version runs top to bottom, which smaller values show
     as well and keep the suite within its time budget.
+    This run also audits every figure the notebook draws (mmcourse.figure_audit: a title,
+    labelled axes, colour-blind-safe colours) and fails on any problem.
 
 (The course runner on the solutions, ``mmcourse run --solutions``, is the same execution as (a)
 without the comparison, so it is not repeated here; tests/test_runner.py covers the runner.)
@@ -24,6 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from mmcourse import figure_audit
 from mmcourse.runner import list_notebooks, run_course
 
 pytestmark = pytest.mark.notebook
@@ -55,7 +58,10 @@ def _expected_unsolved(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("path", _params("notebooks"))
-def test_student_notebook_runs_up_to_its_exercises(path: Path, repo_root: Path, tmp_path: Path):
+def test_student_notebook_runs_up_to_its_exercises(path: Path, repo_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    audit = tmp_path / "figure_audit.jsonl"
+    monkeypatch.setenv(figure_audit.ENV_VAR, str(audit))
     nb = nbformat.read(path, as_version=4)
     parameters = nb.metadata.get("mmcourse", {}).get("test_parameters")
     [result] = run_course(repo_root, only=[path.stem], out_dir=tmp_path, quiet=True,
@@ -63,6 +69,10 @@ def test_student_notebook_runs_up_to_its_exercises(path: Path, repo_root: Path, 
     assert result["status"] == "ok", f"{path.name}: {result['error']} (see {result['output']})"
     assert result["unsolved"] == _expected_unsolved(path), (
         "the exercises that raised NotSolved differ from the exercise cells of the notebook")
+    problems = figure_audit.read_problems(audit)
+    assert not problems, (f"{path.name}: figures break the course's figure rules "
+                          "(CONTRIBUTING.md):\n" + "\n".join(f"- {p['figure']}: {p['problem']}"
+                                                             for p in problems))
 
 
 @pytest.mark.parametrize("path", _params("solutions"))

@@ -152,6 +152,27 @@ def _cmd_bench_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(only: str | None) -> tuple[str, ...]:
+    from mmcourse.speed import ALL_STEPS
+
+    return tuple(s.strip() for s in only.split(",") if s.strip()) if only else ALL_STEPS
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from mmcourse.speed import format_train_table, run_train_bench
+
+    log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    try:
+        report = run_train_bench(steps=args.steps, batch_size=args.batch_size,
+                                 device=args.device, warmup=args.warmup,
+                                 train_size=args.train_size, num_workers=args.workers,
+                                 step_names=_steps(args.only), log=log)
+    except (ValueError, RuntimeError) as err:
+        raise SystemExit(f"mmcourse bench train: {err}") from None
+    print(json.dumps(report, indent=2) if args.json else format_train_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_fusion)
+    b = bench.add_parser("train", help="training throughput (samples/s) of the joint multimodal "
+                         "model, step by step from a naive input pipeline to an optimized one")
+    b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps per pipeline "
+                   "step (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3; "
+                   "torch.compile compiles during them)")
+    b.add_argument("--batch-size", type=int, default=128, help="samples per batch (default 128)")
+    b.add_argument("--train-size", type=int, default=2048, help="training samples generated "
+                   "(default 2048; batches cycle through them)")
+    b.add_argument("--workers", type=int, help="DataLoader workers of the 'loader' step "
+                   "(default: the CPU cores, at most 4)")
+    b.add_argument("--only", help="comma-separated steps to measure (default all: naive, "
+                   "batched, loader, on_device, bf16, fp16, compile, channels_last)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=_cmd_bench_train)
 
     p = sub.add_parser("grade", help="run submitted notebooks in a fresh kernel and grade "
                        "every exercise (table, --json or --csv)")

@@ -226,14 +226,22 @@ def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64) -> Multimo
 class NaiveCourseDataset(Dataset):
     """Course samples preprocessed one at a time in ``__getitem__`` (the naive pipeline).
 
-    ``dataset[i]`` -> ``{"image": float (3, 32, 32) in [0, 1], "audio": log-mel (T_i, 40),
+    ``dataset[i]`` -> ``{"image": float (3, 32, 32) in [0, 1], "audio": log-mel (T, 40),
     "audio_lengths": T_i, "text": ids (n_i,), "text_lengths": n_i, "label": int64,
-    "present": {m: bool}}``; :func:`collate_padded` pads the variable lengths.
+    "present": {m: bool}}``; :func:`collate_padded` pads the texts.
+
+    Every log-mel is padded with :data:`MEL_PAD` to the same ``T`` frames (default: the split's
+    longest clip), as the batched pipeline pads them: the audio CNN's batch normalisation sees
+    the padding too, so padding to each batch's longest clip instead would train a (slightly)
+    different model, and give a compiled model a new shape every batch.
     """
 
-    def __init__(self, split: CourseSplit, tokenizer, max_length: int = 32):
+    def __init__(self, split: CourseSplit, tokenizer, max_length: int = 32,
+                 frames: int | None = None):
         self.split, self.tokenizer, self.max_length = split, tokenizer, max_length
         self.logmel = LogMel(sample_rate=split.sample_rate, n_mels=N_MELS, eps=MEL_EPS)
+        self.frames = int(frames if frames is not None else
+                          self.logmel.frame_lengths(torch.tensor(int(split.audio_lengths.max()))))
         self.present = {m: torch.from_numpy(v.copy()) for m, v in split.present.items()}
 
     def __len__(self) -> int:
@@ -244,9 +252,11 @@ class NaiveCourseDataset(Dataset):
         image = torch.from_numpy(s.images[i]).float() / 255.0
         wave = torch.from_numpy(s.waveform(i))
         with torch.no_grad():
-            mel = self.logmel(wave[None])[0].T.contiguous()  # (T_i, n_mels)
+            mel = self.logmel(wave[None])[0].T  # (T_i, n_mels)
+        frames = mel.shape[0]
+        mel = F.pad(mel, (0, 0, 0, self.frames - frames), value=MEL_PAD)  # (T, n_mels)
         ids = self.tokenizer(s.texts[i], truncation=True, max_length=self.max_length)["input_ids"]
-        return {"image": image, "audio": mel, "audio_lengths": torch.tensor(mel.shape[0]),
+        return {"image": image, "audio": mel, "audio_lengths": torch.tensor(frames),
                 "text": torch.tensor(ids, dtype=torch.long), "text_lengths": torch.tensor(len(ids)),
                 "label": torch.tensor(int(s.labels[i])),
                 "present": {m: bool(p[i]) for m, p in self.present.items()}}
@@ -456,8 +466,8 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
         shuffle, drop_last: batch order and whether to drop the last, smaller batch (dropped by
             default: a compiled model would otherwise compile once more for its shape).
         num_workers: the ``loader`` step's DataLoader workers (default :func:`default_workers`).
-        compile_backend: for the compile steps (``"inductor"``; ``"aot_eager"`` tests the wiring
-            without a C++ compiler).
+        compile_backend: for the compile steps (``"inductor"``; ``"eager"`` or ``"aot_eager"``
+            test the graph capture without a C++ compiler, quickly).
         model: a model to use instead of a new :func:`build_model` (moved to ``device``).
 
     Returns:
@@ -669,7 +679,7 @@ def evaluate_accuracy(model: nn.Module, data: SpeedData, split: str = "test",
 def train_and_evaluate(step: str, data: SpeedData, *, epochs: int = 3, batch_size: int = 128,
                        lr: float = 2e-3, seed: int = 0, device: str | torch.device | None = None,
                        train_split: str = "train", test_split: str = "test",
-                       compile_backend: str = "inductor") -> dict[str, Any]:
+                       compile_backend: str = "inductor", dim: int = 64) -> dict[str, Any]:
     """Train a fresh model with pipeline ``step`` for ``epochs`` epochs; return
     ``{"step", "accuracy" (on test_split), "epoch_loss" (mean training loss per epoch),
     "seconds" (training wall time, compile included), "notes"}``.
@@ -679,7 +689,7 @@ def train_and_evaluate(step: str, data: SpeedData, *, epochs: int = 3, batch_siz
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     pipe = make_pipeline(step, data, train_split, device, batch_size, seed=seed,
-                         compile_backend=compile_backend)
+                         compile_backend=compile_backend, dim=dim)
     autocast, scaler = autocast_and_scaler(pipe.config.amp, pipe.device)
     optimizer = pipe.optimizer(lr)
     epoch_loss = []
@@ -773,7 +783,7 @@ class GpuUtilization:
 # --------------------------------------------------------------------------------------------
 
 def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.device | None = None,
-                    warmup: int = 3, seed: int = 0, size: str | Mapping[str, int] = "small",
+                    warmup: int = 3, seed: int = 0, train_size: int = 2048,
                     step_names: tuple[str, ...] = ALL_STEPS, num_workers: int | None = None,
                     compile_backend: str = "inductor", log: Callable[[str], None] | None = None
                     ) -> dict[str, Any]:
@@ -788,12 +798,15 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
         raise ValueError(f"unknown step {unknown[0]!r}; expected some of {list(ALL_STEPS)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < batch_size:
+        raise ValueError(f"train_size must be an integer of at least batch_size ({batch_size}), "
+                         f"got {train_size!r}")
     device = get_device(device)
     wall = time.perf_counter()
-    data = SpeedData.make(seed=0, size=size)
+    data = SpeedData.make(seed=0, size={"train": train_size})
     n_train = len(data.split("train"))
-    if n_train < batch_size:
-        raise ValueError(f"batch_size {batch_size} is larger than the training split ({n_train})")
     rows = []
     naive = None
     for name in step_names:

@@ -207,6 +207,19 @@ class LogMelCNN(AudioCNN):
         t_out = -(-lengths.long() // self.time_factor)
         return self.frame_proj(x), lengths_to_mask(t_out.clamp(max=x.shape[1]), x.shape[1])
 
+    def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None,
+                sample_rate: int | None = None) -> torch.Tensor:
+        """Log-mels (B, T, n_mels), lengths (B,) in frames -> (B, out_dim).
+
+        The same max over the clip's time steps as AudioCNN, written ``max(dim).values``
+        rather than ``amax``: with bfloat16 autocast, torch.compile's CPU backend (inductor,
+        torch 2.14) computes a non-finite gradient for ``amax`` and the weights turn to NaN
+        after one step; ``max`` sends the gradient to the arg-max, the same maths, and works.
+        """
+        features, mask = self.sequence(spec, lengths)
+        pooled = features.masked_fill(~mask[..., None], float("-inf")).max(dim=1).values
+        return self.pool_proj(pooled)
+
 
 def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64) -> MultimodalClassifier:
     """The joint model: ImageCNN (16-32-64) + LogMelCNN + bag of words, ``dim`` features each,
@@ -452,7 +465,8 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
                   device: str | torch.device | None = None, batch_size: int = 128, *,
                   seed: int = 0, shuffle: bool = True, drop_last: bool = True,
                   num_workers: int | None = None, compile_backend: str = "inductor",
-                  model: nn.Module | None = None, dim: int = 64) -> Pipeline:
+                  model: nn.Module | None = None, dim: int = 64,
+                  deterministic: bool = True) -> Pipeline:
     """Set up ``step`` (see :data:`ALL_STEPS`): its batches of split ``split`` and its model.
 
     Args:
@@ -469,6 +483,9 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
         compile_backend: for the compile steps (``"inductor"``; ``"eager"`` or ``"aot_eager"``
             test the graph capture without a C++ compiler, quickly).
         model: a model to use instead of a new :func:`build_model` (moved to ``device``).
+        dim: the new model's features per modality.
+        deterministic: passed to ``seed_everything`` (the bench turns it off: deterministic
+            GPU kernels can be slower).
 
     Returns:
         A :class:`Pipeline` (``.model``, ``.batches``, ``.config``, ``.device``).
@@ -503,7 +520,7 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
     if config.channels_last:
         batches = _ChannelsLast(batches)
     if model is None:
-        seed_everything(seed)
+        seed_everything(seed, deterministic=deterministic)
         model = build_model(data.vocab_size, len(source.classes), dim)
     model = model.to(device)
     if config.channels_last:
@@ -788,7 +805,9 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
                     compile_backend: str = "inductor", log: Callable[[str], None] | None = None
                     ) -> dict[str, Any]:
     """Measure training throughput of every step on one device; return a JSON-able report:
-    ``device``, ``torch``, ``date``, ``config``, ``seconds`` (wall time), ``rows`` (one per step:
+    ``device``, ``device_name``, ``torch``, ``date``, ``threads``, ``cpu_count``,
+    ``load_avg_1min`` / ``load_avg_1min_end`` (the machine's load when the bench started and
+    ended), ``config``, ``seconds`` (wall time), ``rows`` (one per step:
     ``step``, ``description``, ``status`` "ok"/"skipped", ``samples_per_s``, ``speedup`` (vs
     naive), ``prepare_s`` (one-time preprocessing), ``warmup_s`` (untimed first steps, compile
     included), ``gpu_util`` (% or None), ``peak_mem_mb`` (CUDA) , ``final_loss``, ``note``),
@@ -804,7 +823,21 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
         raise ValueError(f"train_size must be an integer of at least batch_size ({batch_size}), "
                          f"got {train_size!r}")
     device = get_device(device)
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        return _run_train_bench(steps, batch_size, device, warmup, seed, train_size, step_names,
+                                num_workers, compile_backend, log)
+    finally:  # the pipelines seed without deterministic kernels; leave the process as it was
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def _run_train_bench(steps, batch_size, device, warmup, seed, train_size, step_names,
+                     num_workers, compile_backend, log) -> dict[str, Any]:
     wall = time.perf_counter()
+    load_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     data = SpeedData.make(seed=0, size={"train": train_size})
     n_train = len(data.split("train"))
     rows = []
@@ -820,7 +853,8 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
                 log(f"{name}: skipped ({reason})")
             continue
         pipe = make_pipeline(name, data, "train", device, batch_size, seed=seed,
-                             num_workers=num_workers, compile_backend=compile_backend)
+                             num_workers=num_workers, compile_backend=compile_backend,
+                             deterministic=False)
         m = run_pipeline(pipe, steps=steps, warmup=warmup, sample_gpu=device.type == "cuda")
         if name == "naive":
             naive = m.samples_per_s
@@ -838,10 +872,10 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
         del pipe
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["samples_per_s"]) if ok else None
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "load_avg_1min": load,
+            "cpu_count": os.cpu_count(), "load_avg_1min": load_start, "load_avg_1min_end": load,
             "config": {"steps": steps, "warmup": warmup, "batch_size": batch_size, "seed": seed,
                        "train_samples": n_train, "num_workers": step_config(
                            "loader", device, num_workers).num_workers,
@@ -854,6 +888,13 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
@@ -862,7 +903,8 @@ def format_train_table(report: Mapping[str, Any]) -> str:
     cfg = report["config"]
     lines = [f"mmcourse bench train: {report['device']} ({report['device_name']}), torch "
              f"{report['torch']}, {report['date']}, {report['threads']} threads, load "
-             f"{report['load_avg_1min']}",
+             f"{report['load_avg_1min']} (start) / {report.get('load_avg_1min_end')} (end) on "
+             f"{report['cpu_count']} cores",
              f"model: {cfg['model']}; batch {cfg['batch_size']}, {cfg['steps']} timed steps after "
              f"{cfg['warmup']} warm-up, {cfg['train_samples']} training samples, loader workers "
              f"{cfg['num_workers']}", ""]

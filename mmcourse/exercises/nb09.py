@@ -1,0 +1,211 @@
+"""Checks for the exercises of notebook 09 (contrastive alignment, CLIP-style)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmcourse.exercises.core import call, describe, expect_close, expect_number, expect_tensor, fail, register
+
+
+def _loss_variants(a: torch.Tensor, b: torch.Tensor, t: float) -> dict[str, float]:
+    """The right loss and plausible wrong ones, for the messages of 9.1."""
+    u, v = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    target = torch.arange(len(a))
+    scale = math.exp(min(t, math.log(100)))
+
+    def both(logits):
+        return ((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2).item()
+
+    return {
+        "right": both(scale * u @ v.T),
+        "one direction (image to text only)": F.cross_entropy(scale * u @ v.T, target).item(),
+        "one direction (text to image only)": F.cross_entropy(scale * v @ u.T, target).item(),
+        "the sum of the two directions": 2 * both(scale * u @ v.T),
+        "no normalisation": both(scale * a @ b.T),
+        "logit_scale used as the scale (no exp)": both(t * u @ v.T),
+        "cosines divided by logit_scale": both(u @ v.T / t),
+        "no clamp at log(100)": both(math.exp(t) * u @ v.T),
+        "scale 1 (logit_scale ignored)": both(u @ v.T),
+    }
+
+
+_LOSS_FIXES = {
+    "one direction (image to text only)": "add the text-to-image cross-entropy on logits.T and "
+                                          "average the two",
+    "one direction (text to image only)": "add the image-to-text cross-entropy on logits and "
+                                          "average the two",
+    "the sum of the two directions": "return the mean of the two cross-entropies, (a + b) / 2",
+    "no normalisation": "normalise both embeddings to unit length first (F.normalize(x, dim=-1))",
+    "logit_scale used as the scale (no exp)": "logit_scale holds log(s): multiply the cosines by "
+                                              "logit_scale.exp()",
+    "cosines divided by logit_scale": "logit_scale holds log(s) = log(1 / temperature): multiply "
+                                      "the cosines by logit_scale.exp()",
+    "no clamp at log(100)": "clamp first: logit_scale.clamp(max=math.log(100)).exp()",
+    "scale 1 (logit_scale ignored)": "multiply the cosines by logit_scale.exp()",
+}
+
+
+@register("9.1", "my_clip_loss is CLIP's symmetric InfoNCE with a learnable temperature",
+          hint="u, v = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1); logits = "
+               "logit_scale.clamp(max=math.log(100)).exp() * u @ v.T; targets = torch.arange(B); "
+               "return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2")
+def check_clip_loss(my_clip_loss) -> str:
+    if not callable(my_clip_loss):
+        fail(f"answer with the function my_clip_loss itself, not {describe(my_clip_loss)}")
+    gen = torch.Generator().manual_seed(9)
+    for t in (2.0, 5.0):                          # 5 > log(100): the clamp must act
+        a = 3 * torch.randn(6, 4, generator=gen)
+        b = 0.5 * torch.randn(6, 4, generator=gen)
+        scale = torch.tensor(t, requires_grad=True)
+        got = call(my_clip_loss, a.clone(), b.clone(), scale)
+        name = f"my_clip_loss(image_emb, text_emb, logit_scale={t})"
+        if not isinstance(got, torch.Tensor):
+            fail(f"{name} returned a {type(got).__name__}; return the loss as a tensor, so that "
+                 f"loss.backward() can train the encoders and the temperature")
+        expect_tensor(name, got, shape=())
+        if not got.requires_grad or torch.autograd.grad(got, scale, allow_unused=True)[0] is None:
+            fail(f"{name} does not depend on logit_scale through autograd, so the temperature "
+                 f"could never learn; do not call .item() or float() on it, use "
+                 f"logit_scale.clamp(max=math.log(100)).exp()")
+        variants = _loss_variants(a, b, t)
+        value = got.item()
+        if math.isclose(value, variants["right"], rel_tol=1e-4, abs_tol=1e-5):
+            continue
+        for wrong, expected in variants.items():
+            if wrong != "right" and math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-5):
+                fail(f"{name} returned {value:.4f}, which is the loss with {wrong}; the expected "
+                     f"value is {variants['right']:.4f}. Fix: {_LOSS_FIXES[wrong]}")
+        expect_close(name, value, variants["right"], atol=1e-5, rtol=1e-4)
+    return "both directions, unit vectors, exp of the clamped log scale"
+
+
+def _recall_reference(sim: torch.Tensor, pos: torch.Tensor, k: int) -> float:
+    return pos.gather(1, sim.topk(k, dim=1).indices).any(1).float().mean().item()
+
+
+def _recall_cases() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(4)
+    square = torch.randn(40, 40, generator=gen)
+    square_pos = torch.eye(40, dtype=torch.bool)
+    square_pos[torch.arange(0, 40, 3), torch.randint(0, 40, (14,), generator=gen)] = True
+    wide = torch.randn(30, 50, generator=gen)
+    wide_pos = torch.zeros(30, 50, dtype=torch.bool)
+    wide_pos[torch.arange(30), torch.randint(0, 50, (30,), generator=gen)] = True
+    wide_pos[torch.arange(0, 30, 4), torch.randint(0, 50, (8,), generator=gen)] = True
+    return [(square, square_pos), (wide, wide_pos)]
+
+
+def _hits(sim: torch.Tensor, pos: torch.Tensor, k: int, largest: bool = True) -> torch.Tensor:
+    k = max(0, min(k, sim.shape[1]))
+    return pos.gather(1, sim.topk(k, dim=1, largest=largest).indices)
+
+
+_RECALL_VARIANTS = {
+    "top k + 1 instead of top k": lambda s, p, k: _hits(s, p, k + 1).any(1).float().mean().item(),
+    "top k - 1 instead of top k": lambda s, p, k: _hits(s, p, k - 1).any(1).float().mean().item(),
+    "the k LEAST similar items (take the largest similarities: topk(k) or "
+    "argsort(descending=True))":
+        lambda s, p, k: _hits(s, p, k, largest=False).any(1).float().mean().item(),
+    "the other direction (gallery items as queries: similarity.T)":
+        lambda s, p, k: _hits(s.T.contiguous(), p.T.contiguous(), min(k, s.shape[0])).any(1)
+        .float().mean().item(),
+    "only the diagonal counted as correct (use positives: several items can be correct)":
+        lambda s, p, k: (s.topk(k, dim=1).indices == torch.arange(len(s))[:, None]).any(1)
+        .float().mean().item(),
+    "the mean over all top-k slots instead of 'at least one positive per query'":
+        lambda s, p, k: _hits(s, p, k).float().mean().item(),
+}
+
+
+@register("9.2", "my_recall_at_k counts the queries with a positive among their top k",
+          hint="top = similarity.topk(k, dim=1).indices (the k largest per row); "
+               "positives.gather(1, top).any(1).float().mean().item()")
+def check_recall_at_k(my_recall_at_k) -> str:
+    if not callable(my_recall_at_k):
+        fail(f"answer with the function my_recall_at_k itself, not {describe(my_recall_at_k)}")
+    inputs = [(sim, pos, k) for sim, pos in _recall_cases() for k in (1, 2, 3, 5)]
+    got = []
+    for sim, pos, k in inputs:
+        name = f"my_recall_at_k(similarity {tuple(sim.shape)}, positives, k={k})"
+        got.append(expect_number(name, call(my_recall_at_k, sim.clone(), pos.clone(), k),
+                                 "a float"))
+    want = [_hits(sim, pos, k).any(1).float().mean().item() for sim, pos, k in inputs]
+    if all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(got, want)):
+        return "top k by the largest similarity, any positive counts, averaged over queries"
+    for what, variant in _RECALL_VARIANTS.items():
+        if all(math.isclose(a, variant(*x), abs_tol=1e-6) for a, x in zip(got, inputs)):
+            fail(f"my_recall_at_k gives exactly what {what} gives (e.g. {got[1]:.4f} instead of "
+                 f"{want[1]:.4f} for a (40, 40) similarity and k=2)")
+    i = next(i for i, (a, b) in enumerate(zip(got, want)) if not math.isclose(a, b, abs_tol=1e-6))
+    sim, pos, k = inputs[i]
+    fail(f"my_recall_at_k(similarity {tuple(sim.shape)}, positives, k={k}) returned {got[i]:.4f} "
+         f"but {want[i]:.4f} was expected: the share of the {sim.shape[0]} queries (rows) with at "
+         f"least one positive among their {k} most similar items")
+
+
+@register("9.3", "colour_pred classifies colours zero-shot",
+          hint="prompts listed colour by colour in the order of list(COLOURS), e.g. "
+               "[f'{z} {c} {s} {p}' for c in COLOURS for z in SIZES for s in SHAPES for p in "
+               "POSITIONS]; embed them, .view(len(COLOURS), -1, DIM), zero_shot_classify(image_emb, ...)")
+def check_zero_shot_colour(colour_pred, attributes) -> str:
+    from mmcourse.data.course import COLOURS
+
+    attributes = torch.as_tensor(np.asarray(attributes))
+    n = len(attributes)
+    if isinstance(colour_pred, np.ndarray):
+        colour_pred = torch.from_numpy(colour_pred)
+    expect_tensor("colour_pred", colour_pred, shape=(n,))
+    if colour_pred.is_floating_point():
+        fail(f"colour_pred has dtype {colour_pred.dtype}; it should hold class indices (int64), "
+             f"e.g. the output of zero_shot_classify (an argmax), not similarities")
+    pred = colour_pred.long().cpu()
+    truth = attributes[:, 1]
+    names = list(COLOURS)
+    if pred.min() < 0 or pred.max() >= len(names):
+        fail(f"colour_pred holds values from {int(pred.min())} to {int(pred.max())}, but colour "
+             f"indices go from 0 to {len(names) - 1} ({', '.join(names)}); did you classify "
+             f"something else (8 shapes?)")
+    acc = (pred == truth).float().mean().item()
+    if acc >= 0.8:
+        return f"zero-shot colour accuracy {acc:.3f}; chance {1 / len(names):.3f}"
+    alphabetical = torch.tensor([names.index(c) for c in sorted(names)])
+    if (alphabetical[pred] == truth).float().mean().item() >= 0.8:
+        fail(f"colour_pred matches the colours only {acc:.3f} of the time, but it would be right if "
+             f"the classes were in alphabetical order: build the prompts in the order of "
+             f"list(COLOURS) = {names}, so that class index c means names[c]")
+    if (pred == attributes[:, 0]).float().mean().item() >= 0.5:
+        fail(f"colour_pred agrees with the SHAPE of the images, not their colour (accuracy "
+             f"{acc:.3f}); the classes must be the colours, with one prompt group per colour")
+    fail(f"colour_pred is right for {acc:.3f} of the test images (chance {1 / len(names):.3f}); at "
+         f"least 0.8 was expected. Use prompts in the caption language ('small red star top "
+         f"left'), grouped colour by colour in the order of list(COLOURS), and classify image_emb")
+
+
+@register("9.4", "audio_text aligns the calls with the captions",
+          hint="DualEncoder({'audio': AudioCNN(out_dim=64), 'text': BagOfWordsEncoder("
+               "len(tokenizer), out_dim=64)}, dim=DIM), trained with train_dual_encoder on a "
+               "TensorBatches of audio, audio_lengths, text, text_lengths (row i of each from the "
+               "same sample), batch_size=64, lr=3e-3")
+def check_audio_text(audio_text, audio, audio_lengths, prompts, labels) -> str:
+    from mmcourse.alignment import DualEncoder, embed, zero_shot_classify
+
+    if not isinstance(audio_text, DualEncoder):
+        fail(f"audio_text should be a mmcourse.alignment.DualEncoder, got {describe(audio_text)}")
+    if set(audio_text.modalities) != {"audio", "text"}:
+        fail(f"audio_text embeds {list(audio_text.modalities)}; it needs an 'audio' and a 'text' "
+             f"encoder (the names are the keys of the dict you pass to DualEncoder)")
+    device = next(audio_text.parameters()).device
+    audio_emb = embed(audio_text, "audio", audio, audio_lengths, device=device)
+    class_emb = embed(audio_text, "text", *prompts, device=device)
+    pred = zero_shot_classify(audio_emb, class_emb)
+    labels = torch.as_tensor(labels)
+    acc = (pred == labels).float().mean().item()
+    if acc >= 0.6:
+        return f"zero-shot shape accuracy from the audio alone: {acc:.3f}; chance 0.125"
+    fail(f"classifying the test clips by the most similar shape word gives accuracy {acc:.3f} "
+         f"(chance 0.125); at least 0.6 was expected. Check that the model was trained "
+         f"(train_dual_encoder), that row i of the audio and row i of the captions come from the "
+         f"same sample, and use batches of 64 for AUDIO_EPOCHS epochs")

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 # The part each notebook number belongs to (the caption in site/_toc.yml starts with it).
 PARTS = {0: "Part 0-1", 1: "Part 0-1", 2: "Part 0-1", 3: "Part 0-1",
-         4: "Part 2", 5: "Part 2", 6: "Part 2"}
+         4: "Part 2", 5: "Part 2", 6: "Part 2", 7: "Part 3", 8: "Part 3",
+         9: "Part 4", 10: "Part 4", 11: "Part 4"}
 # Tags whose src/href the browser loads by itself: none of them may point to the internet.
 LOADED = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src",
           "audio": "src", "video": "src", "embed": "src", "object": "data"}
@@ -111,7 +112,6 @@ def test_intro_dataset_card_and_guides_are_pages(site):
     html = site["html"]
     assert (html / "README.html").is_file() and "README.html" in site["index"].read_text()
     assert (html / "datasets" / "README.html").is_file()
-    assert (html / "planned.html").is_file()
     for name in ("CONTRIBUTING", "INSTRUCTORS", "BENCHMARKS"):
         if (ROOT / f"{name}.md").is_file():
             assert (html / f"{name}.html").is_file(), f"{name}.md has no page"

@@ -67,7 +67,7 @@ from mmcourse.encoders.image import ImageCNN
 from mmcourse.encoders.text import BagOfWordsEncoder, tokenize, train_tokenizer
 from mmcourse.fusion import make_fusion
 from mmcourse.reproducibility import seed_everything
-from mmcourse.training import to_device
+from mmcourse.training import mixed_precision, to_device
 
 #: The cumulative steps, in order (see the module docstring).
 STEPS = ("naive", "batched", "loader", "on_device", "bf16", "compile", "channels_last")
@@ -547,17 +547,11 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
 # --------------------------------------------------------------------------------------------
 
 def autocast_and_scaler(amp: str | None, device: torch.device):
-    """``(context factory, GradScaler or None)`` for ``amp`` in (None, "bf16", "fp16")."""
-    if amp is None:
-        return contextlib.nullcontext, None
-    if amp == "bf16":
-        return (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)), None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError(fp16_unavailable_reason(device))
-        return ((lambda: torch.autocast(device_type="cuda", dtype=torch.float16)),
-                torch.amp.GradScaler("cuda"))
-    raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    """``(context factory, GradScaler or None)`` for ``amp`` in (None, "bf16", "fp16"), as in
+    :func:`mmcourse.training.mixed_precision`, with the bench's reason when fp16 cannot run."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(fp16_unavailable_reason(device))
+    return mixed_precision(amp, device)
 
 
 def train_step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer,

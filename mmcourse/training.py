@@ -51,8 +51,9 @@ class History:
         return f"History({len(self.train_loss)} epochs, {last}{val})"
 
 
-def _mixed_precision(amp: str | None, device: torch.device):
-    """The autocast context factory and gradient scaler (or None) for ``amp``."""
+def mixed_precision(amp: str | None, device: torch.device):
+    """``(autocast context factory, GradScaler or None)`` for ``amp`` in (None, "bf16", "fp16");
+    fp16 needs a CUDA device."""
     if amp is None:
         return contextlib.nullcontext, None
     if amp == "bf16":
@@ -95,7 +96,7 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
                                  or patience < 1):
         raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
     device = get_device(device)
-    autocast, scaler = _mixed_precision(amp, device)
+    autocast, scaler = mixed_precision(amp, device)
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

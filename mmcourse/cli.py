@@ -166,7 +166,7 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
         report = run_train_bench(steps=args.steps, batch_size=args.batch_size,
                                  device=args.device, warmup=args.warmup,
                                  train_size=args.train_size, num_workers=args.workers,
-                                 step_names=_steps(args.only), log=log)
+                                 step_names=_steps(args.only), repeats=args.repeats, log=log)
     except (ValueError, RuntimeError) as err:
         raise SystemExit(f"mmcourse bench train: {err}") from None
     print(json.dumps(report, indent=2) if args.json else format_train_table(report))
@@ -225,13 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "step (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3; "
                    "torch.compile compiles during them)")
+    b.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each step's "
+                   "median is reported (default 3)")
     b.add_argument("--batch-size", type=int, default=128, help="samples per batch (default 128)")
     b.add_argument("--train-size", type=int, default=2048, help="training samples generated "
                    "(default 2048; batches cycle through them)")
     b.add_argument("--workers", type=int, help="DataLoader workers of the 'loader' step "
                    "(default: the CPU cores, at most 4)")
     b.add_argument("--only", help="comma-separated steps to measure (default all: naive, "
-                   "batched, loader, on_device, bf16, fp16, compile, channels_last)")
+                   "batched, loader, on_device, bf16, fp16, channels_last, compile)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_train)
 

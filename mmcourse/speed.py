@@ -16,9 +16,9 @@ reaches it. This module names each speed-up as a *step*; the steps are cumulativ
 ``on_device``        every tensor moved to the device once; batches are sliced there
                      (:class:`~mmcourse.data.tensors.TensorBatches`), no ``DataLoader``
 ``bf16``             mixed precision: bfloat16 autocast (CPU and GPU)
+``channels_last``    the conv encoders' weights and inputs in channels-last memory format
 ``compile``          ``torch.compile`` of the two conv encoders, where the work is (the compile
                      itself happens in the untimed warm-up and is reported separately)
-``channels_last``    the conv encoders' weights and inputs in channels-last memory format
 ===================  ============================================================================
 
 ``fp16`` (float16 autocast with a ``GradScaler``) is a side branch of ``bf16``, for CUDA only:
@@ -28,7 +28,7 @@ bench reports it as skipped there.
     data = SpeedData.make(seed=0)                          # course data + tokenizer, once
     pipe = make_pipeline("naive", data, "train", device="cpu", batch_size=128)
     measure_throughput(pipe.model, pipe.batches, steps=20, warmup=3, device="cpu")  # samples/s
-    result = train_and_evaluate("channels_last", data, epochs=3)  # same quality as "naive"
+    result = train_and_evaluate("compile", data, epochs=3)  # same quality as "naive"
 
 The model (:func:`build_model`) is the course's default end-to-end classifier: ImageCNN
 (16-32-64 channels), a CNN over log-mel spectrograms (:class:`LogMelCNN`, AudioCNN's layers),
@@ -37,7 +37,8 @@ feeds it the same batch dicts (log-mels arrive already computed, frames first), 
 pipeline visits the samples in the same order (:class:`SeededBatchSampler`), so a step can only
 change the speed, never what is learned (up to float rounding, and bfloat16's coarser rounding).
 
-``mmcourse bench train`` (:func:`run_train_bench`) measures every step on one device.
+``mmcourse bench train`` (:func:`run_train_bench`) measures every step on one device, in
+``repeats`` interleaved rounds (every step once per round), and reports each step's median.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ from mmcourse.reproducibility import seed_everything
 from mmcourse.training import mixed_precision, to_device
 
 #: The cumulative steps, in order (see the module docstring).
-STEPS = ("naive", "batched", "loader", "on_device", "bf16", "compile", "channels_last")
+STEPS = ("naive", "batched", "loader", "on_device", "bf16", "channels_last", "compile")
 #: Steps that are not cumulative: measured beside the others.
 SIDE_STEPS = ("fp16",)
 ALL_STEPS = STEPS + SIDE_STEPS
@@ -119,8 +120,8 @@ DESCRIPTIONS = {
     "on_device": "tensors on the device once, batches sliced there (no DataLoader)",
     "bf16": "bfloat16 autocast",
     "fp16": "float16 autocast + GradScaler (CUDA only)",
-    "compile": "torch.compile of the conv encoders (compile time = warm-up, not timed)",
     "channels_last": "channels-last memory format for the conv encoders",
+    "compile": "torch.compile of the conv encoders (compile time = warm-up, not timed)",
 }
 
 
@@ -656,11 +657,13 @@ def measure_throughput(model: nn.Module, batches: Iterable[dict], *, steps: int 
 
 
 def run_pipeline(pipe: Pipeline, *, steps: int = 20, warmup: int = 3, lr: float = 2e-3,
-                 sample_gpu: bool = False) -> Measurement:
+                 sample_gpu: bool = False,
+                 optimizer: torch.optim.Optimizer | None = None) -> Measurement:
     """:func:`measure` a pipeline with its own settings. For a compile step the first call
     compiles; if compiling fails (no C++ compiler, an unsupported device), the pipeline falls
-    back to the eager model and says why in ``pipe.notes``."""
-    optimizer = pipe.optimizer(lr)
+    back to the eager model and says why in ``pipe.notes``. ``optimizer``: one to keep training
+    with (None: a new ``pipe.optimizer(lr)``)."""
+    optimizer = pipe.optimizer(lr) if optimizer is None else optimizer
     kwargs = dict(steps=steps, warmup=max(warmup, 1 if pipe.config.compile else 0),
                   amp=pipe.config.amp, device=pipe.device, optimizer=optimizer,
                   sample_gpu=sample_gpu)
@@ -806,23 +809,32 @@ class GpuUtilization:
 def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.device | None = None,
                     warmup: int = 3, seed: int = 0, train_size: int = 2048,
                     step_names: tuple[str, ...] = ALL_STEPS, num_workers: int | None = None,
-                    compile_backend: str = "inductor", log: Callable[[str], None] | None = None
-                    ) -> dict[str, Any]:
-    """Measure training throughput of every step on one device; return a JSON-able report:
-    ``device``, ``device_name``, ``torch``, ``date``, ``threads``, ``cpu_count``,
+                    compile_backend: str = "inductor", log: Callable[[str], None] | None = None,
+                    repeats: int = 3) -> dict[str, Any]:
+    """Measure training throughput of every step on one device; return a JSON-able report.
+
+    Every step is set up once (its model, optimizer and batches) and measured ``repeats`` times,
+    in interleaved rounds: round 1 measures every step, then round 2 every step again, and so
+    on, each pipeline training on where it left off. A slow spell of a shared machine then hits
+    every step alike instead of one step's only measurement, and each step's median over the
+    rounds is what the report (and its speed-ups) use. The first round's warm-up (``warmup``
+    untimed steps; the compile steps compile there) is reported; later rounds warm up with one
+    untimed step.
+
+    Report keys: ``device``, ``device_name``, ``torch``, ``date``, ``threads``, ``cpu_count``,
     ``load_avg_1min`` / ``load_avg_1min_end`` (the machine's load when the bench started and
-    ended), ``config``, ``seconds`` (wall time), ``rows`` (one per step:
-    ``step``, ``description``, ``status`` "ok"/"skipped", ``samples_per_s``, ``speedup`` (vs
-    naive), ``prepare_s`` (one-time preprocessing), ``warmup_s`` (untimed first steps, compile
-    included), ``gpu_util`` (% or None), ``peak_mem_mb`` (CUDA) , ``final_loss``, ``note``),
-    and ``best`` (the fastest step and its speed-up)."""
+    ended), ``config``, ``seconds`` (wall time), ``rows`` (one per step: ``step``,
+    ``description``, ``status`` "ok"/"skipped", ``samples_per_s`` (the median round),
+    ``runs`` (samples/s of every round, in order), ``speedup`` (median vs naive's median),
+    ``prepare_s`` (one-time preprocessing), ``warmup_s`` (the first round's untimed steps,
+    compile included), ``gpu_util`` (%, the median over rounds, or None), ``peak_mem_mb``
+    (CUDA), ``final_loss``, ``note``), and ``best`` (the fastest step and its speed-up)."""
     unknown = [s for s in step_names if s not in ALL_STEPS]
     if unknown:
         raise ValueError(f"unknown step {unknown[0]!r}; expected some of {list(ALL_STEPS)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < batch_size:
         raise ValueError(f"train_size must be an integer of at least batch_size ({batch_size}), "
                          f"got {train_size!r}")
@@ -832,60 +844,83 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
         return _run_train_bench(steps, batch_size, device, warmup, seed, train_size, step_names,
-                                num_workers, compile_backend, log)
+                                num_workers, compile_backend, log, repeats)
     finally:  # the pipelines seed without deterministic kernels; leave the process as it was
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _run_train_bench(steps, batch_size, device, warmup, seed, train_size, step_names,
-                     num_workers, compile_backend, log) -> dict[str, Any]:
+                     num_workers, compile_backend, log, repeats) -> dict[str, Any]:
     wall = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     data = SpeedData.make(seed=0, size={"train": train_size})
     n_train = len(data.split("train"))
-    rows = []
-    naive = None
+    rows: dict[str, dict[str, Any]] = {}
+    pipes: dict[str, tuple[Pipeline, torch.optim.Optimizer]] = {}
+    runs: dict[str, list[Measurement]] = {}
     for name in step_names:
         cfg = step_config(name, device, num_workers)
-        row: dict[str, Any] = {"step": name, "description": cfg.description}
+        rows[name] = {"step": name, "description": cfg.description}
         reason = fp16_unavailable_reason(device) if name == "fp16" else None
         if reason:
-            row.update(status="skipped", samples_per_s=None, speedup=None, note=reason)
-            rows.append(row)
+            rows[name].update(status="skipped", samples_per_s=None, runs=[], speedup=None,
+                              note=reason)
             if log:
                 log(f"{name}: skipped ({reason})")
             continue
         pipe = make_pipeline(name, data, "train", device, batch_size, seed=seed,
                              num_workers=num_workers, compile_backend=compile_backend,
                              deterministic=False)
-        m = run_pipeline(pipe, steps=steps, warmup=warmup, sample_gpu=device.type == "cuda")
-        if name == "naive":
-            naive = m.samples_per_s
-        row.update(status="ok", samples_per_s=round(m.samples_per_s, 1),
-                   speedup=round(m.samples_per_s / naive, 2) if naive else None,
-                   prepare_s=round(pipe.prepare_seconds, 2), warmup_s=round(m.warmup_seconds, 2),
-                   gpu_util=None if m.gpu_utilization is None else round(m.gpu_utilization, 1),
-                   peak_mem_mb=None if m.peak_memory_mb is None else round(m.peak_memory_mb, 1),
-                   final_loss=round(m.losses[-1], 4), note="; ".join(pipe.notes))
-        if not all(math.isfinite(v) for v in m.losses):
-            row["note"] = (row["note"] + "; " if row["note"] else "") + "non-finite loss"
-        rows.append(row)
-        if log:
-            log(f"{name}: {row['samples_per_s']} samples/s")
-        del pipe
-    ok = [r for r in rows if r["status"] == "ok"]
+        pipes[name] = (pipe, pipe.optimizer())
+        runs[name] = []
+    for round_ in range(repeats):
+        for name, (pipe, optimizer) in pipes.items():
+            m = run_pipeline(pipe, steps=steps, warmup=warmup if round_ == 0 else 1,
+                             sample_gpu=device.type == "cuda", optimizer=optimizer)
+            runs[name].append(m)
+            if log:
+                log(f"round {round_ + 1}/{repeats} {name}: {m.samples_per_s:.0f} samples/s")
+    naive = _median([m.samples_per_s for m in runs["naive"]]) if "naive" in runs else None
+    for name, measurements in runs.items():
+        pipe = pipes[name][0]
+        rates = [m.samples_per_s for m in measurements]
+        rate = _median(rates)
+        utils = [m.gpu_utilization for m in measurements if m.gpu_utilization is not None]
+        peaks = [m.peak_memory_mb for m in measurements if m.peak_memory_mb is not None]
+        losses = [v for m in measurements for v in m.losses]
+        note = "; ".join(pipe.notes)
+        if not all(math.isfinite(v) for v in losses):
+            note = (note + "; " if note else "") + "non-finite loss"
+        rows[name].update(status="ok", samples_per_s=round(rate, 1),
+                          runs=[round(v, 1) for v in rates],
+                          speedup=round(rate / naive, 2) if naive else None,
+                          prepare_s=round(pipe.prepare_seconds, 2),
+                          warmup_s=round(measurements[0].warmup_seconds, 2),
+                          gpu_util=round(_median(utils), 1) if utils else None,
+                          peak_mem_mb=round(max(peaks), 1) if peaks else None,
+                          final_loss=round(losses[-1], 4), note=note)
+    del pipes
+    table = [rows[name] for name in step_names]
+    ok = [r for r in table if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["samples_per_s"]) if ok else None
     load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "load_avg_1min": load_start, "load_avg_1min_end": load,
-            "config": {"steps": steps, "warmup": warmup, "batch_size": batch_size, "seed": seed,
+            "config": {"steps": steps, "warmup": warmup, "repeats": repeats,
+                       "batch_size": batch_size, "seed": seed,
                        "train_samples": n_train, "num_workers": step_config(
                            "loader", device, num_workers).num_workers,
                        "model": "ImageCNN(16-32-64) + LogMelCNN(8-16-32-32) + bag of words, "
                                 "64-d each, concat fusion, 8 classes"},
-            "seconds": round(time.perf_counter() - wall, 1), "rows": rows,
+            "seconds": round(time.perf_counter() - wall, 1), "rows": table,
             "best": None if best is None else {"step": best["step"], "speedup": best["speedup"]}}
 
 
@@ -911,18 +946,23 @@ def format_train_table(report: Mapping[str, Any]) -> str:
              f"{report['cpu_count']} cores",
              f"model: {cfg['model']}; batch {cfg['batch_size']}, {cfg['steps']} timed steps after "
              f"{cfg['warmup']} warm-up, {cfg['train_samples']} training samples, loader workers "
-             f"{cfg['num_workers']}", ""]
+             f"{cfg['num_workers']}",
+             f"samples/s: the median of {cfg.get('repeats', 1)} interleaved rounds (range: the "
+             f"slowest and fastest round)", ""]
     gpu = report["device"].startswith("cuda")
-    head = f"{'step':<14} {'samples/s':>10} {'vs naive':>9} {'prep s':>7} {'warm-up s':>9}"
+    head = (f"{'step':<14} {'samples/s':>10} {'range':>13} {'vs naive':>9} {'prep s':>7} "
+            f"{'warm-up s':>9}")
     if gpu:
         head += f" {'GPU %':>6} {'peak MB':>8}"
     lines += [head + "  note", "-" * len(head)]
     for r in report["rows"]:
         if r["status"] != "ok":
-            lines.append(f"{r['step']:<14} {'skipped':>10} {'':>9} {'':>7} {'':>9}"
+            lines.append(f"{r['step']:<14} {'skipped':>10} {'':>13} {'':>9} {'':>7} {'':>9}"
                          + (f" {'':>6} {'':>8}" if gpu else "") + f"  {r['note']}")
             continue
-        line = (f"{r['step']:<14} {r['samples_per_s']:>10.0f} {r['speedup']:>8.2f}x "
+        runs = r.get("runs") or [r["samples_per_s"]]
+        spread = f"{min(runs):.0f}-{max(runs):.0f}"
+        line = (f"{r['step']:<14} {r['samples_per_s']:>10.0f} {spread:>13} {r['speedup']:>8.2f}x "
                 f"{r['prepare_s']:>7.2f} {r['warmup_s']:>9.2f}")
         if gpu:
             util = "n/a" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}"

@@ -140,7 +140,7 @@ def test_bad_input_raises_clear_errors(data):
 def test_cli_json_has_the_documented_keys(capsys):
     code = cli_main(["bench", "train", "--device", "cpu", "--steps", "1", "--warmup", "0",
                      "--batch-size", "16", "--train-size", "32", "--only", "naive,on_device,fp16",
-                     "--json"])
+                     "--repeats", "1", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert {"device", "device_name", "torch", "date", "threads", "load_avg_1min", "config",
@@ -149,8 +149,9 @@ def test_cli_json_has_the_documented_keys(capsys):
     assert [r["step"] for r in report["rows"]] == ["naive", "on_device", "fp16"]
     naive, on_device, fp16 = report["rows"]
     for row in (naive, on_device):
-        assert {"step", "description", "status", "samples_per_s", "speedup", "prepare_s",
+        assert {"step", "description", "status", "samples_per_s", "runs", "speedup", "prepare_s",
                 "warmup_s", "gpu_util", "peak_mem_mb", "final_loss", "note"} <= set(row)
+        assert row["runs"] == [row["samples_per_s"]]  # --repeats 1: one round
         assert row["status"] == "ok" and row["samples_per_s"] > 0
         assert row["gpu_util"] is None  # CPU
     assert naive["speedup"] == 1.0 and fp16["status"] == "skipped"
@@ -159,8 +160,27 @@ def test_cli_json_has_the_documented_keys(capsys):
     assert "samples/s" in table and "skipped" in table and "fastest" in table
 
 
+def test_bench_reports_the_median_of_interleaved_rounds():
+    report = speed.run_train_bench(steps=1, warmup=0, batch_size=16, train_size=32,
+                                   device="cpu", step_names=("naive", "on_device"), repeats=3)
+    assert report["config"]["repeats"] == 3
+    for row in report["rows"]:
+        assert len(row["runs"]) == 3 and all(v > 0 for v in row["runs"])
+        assert row["samples_per_s"] == sorted(row["runs"])[1]  # the median of three
+    naive, on_device = report["rows"]
+    assert on_device["speedup"] == round(on_device["samples_per_s"] / naive["samples_per_s"], 2)
+    table = speed.format_train_table(report)
+    assert "median of 3 interleaved rounds" in table
+    low, high = min(naive["runs"]), max(naive["runs"])
+    assert f"{low:.0f}-{high:.0f}" in table
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
+        speed.run_train_bench(repeats=0)
+
+
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit, match="unknown step 'warp'"):
         cli_main(["bench", "train", "--only", "naive,warp"])
     with pytest.raises(SystemExit, match="unknown device 'tpu'"):
         cli_main(["bench", "train", "--device", "tpu", "--only", "naive"])
+    with pytest.raises(SystemExit, match="repeats must be a positive integer, got 0"):
+        cli_main(["bench", "train", "--repeats", "0", "--only", "naive"])

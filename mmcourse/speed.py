@@ -61,14 +61,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmcourse.classifier import MultimodalClassifier
 from mmcourse.data.course import CourseSplit, make_course_dataset
-from mmcourse.data.tensors import TensorBatches
+from mmcourse.data.tensors import TensorBatches, batch_indices, num_batches
 from mmcourse.device import get_device
 from mmcourse.encoders.audio import AudioCNN, LogMel, lengths_to_mask
 from mmcourse.encoders.image import ImageCNN
 from mmcourse.encoders.text import BagOfWordsEncoder, tokenize, train_tokenizer
 from mmcourse.fusion import make_fusion
 from mmcourse.reproducibility import seed_everything
-from mmcourse.training import mixed_precision, to_device
+from mmcourse.training import backward_and_step, mixed_precision, to_device
 
 #: The cumulative steps, in order (see the module docstring).
 STEPS = ("naive", "batched", "loader", "on_device", "bf16", "channels_last", "compile")
@@ -364,16 +364,11 @@ class SeededBatchSampler(Sampler):
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return num_batches(self.n, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else \
-            torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            if self.drop_last and len(index) < self.batch_size:
-                break
+        for index in batch_indices(self.n, self.batch_size, self.shuffle, self.generator,
+                                   self.drop_last):
             yield index.tolist()
 
 
@@ -562,15 +557,8 @@ def train_step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer,
     (a 0-d tensor, not synchronised: call ``.item()`` only when needed)."""
     with autocast():
         loss = F.cross_entropy(model(batch).float(), batch["label"])
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return loss.detach()
+    backward_and_step(loss, optimizer, scaler)  # as in fit, without fit's finiteness check,
+    return loss.detach()                        # which would synchronise every timed step
 
 
 def _cycle(batches: Iterable[dict]) -> Iterator[dict]:

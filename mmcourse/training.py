@@ -67,6 +67,22 @@ def mixed_precision(amp: str | None, device: torch.device):
     raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
 
 
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler | None = None) -> None:
+    """One optimisation step from a scalar ``loss``: zero the gradients, back-propagate, step
+    the optimizer; with a ``GradScaler`` (float16), scale the loss first and let the scaler
+    step (it skips steps whose gradients overflowed) and update its scale. Synchronises
+    nothing: the loss is not read back."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dict] | None = None,
         *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.0,
         optimizer: torch.optim.Optimizer | None = None,
@@ -114,14 +130,7 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch}; lower "
                                          f"the learning rate (now {lr}) or check the inputs")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            backward_and_step(loss, optimizer, scaler)
             total += loss.item() * len(batch["label"])
             count += len(batch["label"])
         if count == 0:

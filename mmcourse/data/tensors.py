@@ -43,6 +43,27 @@ def _take(value: Any, index: torch.Tensor) -> Any:
     return type(value)(v[index] for v in value)
 
 
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of ``batch_size`` in ``n`` samples: the last, smaller one counts unless
+    ``drop_last``."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest and not drop_last else 0)
+
+
+def batch_indices(n: int, batch_size: int, shuffle: bool, generator: torch.Generator,
+                  drop_last: bool) -> Iterator[torch.Tensor]:
+    """One epoch of sample indices, a (batch_size,) int64 tensor per batch: a permutation
+    drawn from ``generator`` if ``shuffle``, else 0..n-1 in order; the last, smaller batch
+    is skipped if ``drop_last``. The same generator state gives the same batches, which is
+    how :class:`TensorBatches` and a ``DataLoader`` sampler can visit the same samples."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]
+        if drop_last and len(index) < batch_size:
+            break
+        yield index
+
+
 class TensorBatches:
     """Iterate over batch dicts sliced from tensors of N rows each.
 
@@ -98,16 +119,11 @@ class TensorBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return num_batches(self.n, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else \
-            torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            if self.drop_last and len(index) < self.batch_size:
-                break
+        for index in batch_indices(self.n, self.batch_size, self.shuffle, self.generator,
+                                   self.drop_last):
             batch = {k: _take(v, index.to(_device(v))) for k, v in self.data.items()}
             if self.labels is not None:
                 batch["label"] = self.labels[index.to(self.labels.device)]

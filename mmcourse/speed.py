@@ -211,16 +211,9 @@ class LogMelCNN(AudioCNN):
 
     def forward(self, spec: torch.Tensor, lengths: torch.Tensor | None = None,
                 sample_rate: int | None = None) -> torch.Tensor:
-        """Log-mels (B, T, n_mels), lengths (B,) in frames -> (B, out_dim).
-
-        The same max over the clip's time steps as AudioCNN, written ``max(dim).values``
-        rather than ``amax``: with bfloat16 autocast, torch.compile's CPU backend (inductor,
-        torch 2.14) computes a non-finite gradient for ``amax`` and the weights turn to NaN
-        after one step; ``max`` sends the gradient to the arg-max, the same maths, and works.
-        """
-        features, mask = self.sequence(spec, lengths)
-        pooled = features.masked_fill(~mask[..., None], float("-inf")).max(dim=1).values
-        return self.pool_proj(pooled)
+        """Log-mels (B, T, n_mels), lengths (B,) in frames -> (B, out_dim): AudioCNN's
+        max over the clip's time steps."""
+        return super().forward(spec, lengths, sample_rate)
 
 
 def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64) -> MultimodalClassifier:

@@ -153,9 +153,16 @@ class AudioCNN(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None,
                 sample_rate: int | None = None) -> torch.Tensor:
-        """Waveforms (B, L) float, lengths (B,) in samples (None: no padding) -> (B, out_dim)."""
+        """Waveforms (B, L) float, lengths (B,) in samples (None: no padding) -> (B, out_dim).
+
+        The clip's feature vector is the max over its real time steps, written
+        ``max(dim).values`` rather than ``amax``: with bfloat16 autocast, torch.compile's CPU
+        backend (inductor, torch 2.14) computes a non-finite gradient for ``amax`` and the
+        weights turn to NaN after one step. Both send the gradient to the maximum (``amax``
+        splits it among ties, which after the ReLU only happen at 0, where the gradient is 0
+        anyway), so training is the same to the bit."""
         features, mask = self.sequence(waveform, lengths, sample_rate)
-        pooled = features.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+        pooled = features.masked_fill(~mask[..., None], float("-inf")).max(dim=1).values
         return self.pool_proj(pooled)
 
 

@@ -809,7 +809,10 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
     ``runs`` (samples/s of every round, in order), ``speedup`` (median vs naive's median),
     ``prepare_s`` (one-time preprocessing), ``warmup_s`` (the first round's untimed steps,
     compile included), ``gpu_util`` (%, the median over rounds, or None), ``peak_mem_mb``
-    (CUDA), ``final_loss``, ``note``), and ``best`` (the fastest step and its speed-up)."""
+    (CUDA: the most memory allocated while the step was timed, over the rounds; every step's
+    model and device-resident data stay allocated between rounds, so it includes the other
+    steps' too: compare it across runs, not across rows), ``final_loss``, ``note``), and
+    ``best`` (the fastest step and its speed-up)."""
     unknown = [s for s in step_names if s not in ALL_STEPS]
     if unknown:
         raise ValueError(f"unknown step {unknown[0]!r}; expected some of {list(ALL_STEPS)}")

@@ -1,8 +1,10 @@
 """Training speed, one step at a time: a joint multimodal model and seven input pipelines.
 
 Part 3 trains the encoders *and* the fusion together, end to end, from raw course data
-(images, waveforms, texts). How fast that goes depends less on the model than on how the data
-reaches it. This module names each speed-up as a *step*; the steps are cumulative, in this order:
+(images, waveforms, texts). How fast that goes depends on the model's arithmetic and on how the
+data reaches it (on a 2-core CPU the data side is about a third of a naive step; on a GPU it was
+most of it). This module names each speed-up as a *step*; the steps are cumulative (``on_device``
+replaces ``loader``'s DataLoader), in this order:
 
 ===================  ============================================================================
 ``naive``            per-sample preprocessing in ``Dataset.__getitem__`` (uint8 image -> float,
@@ -14,7 +16,8 @@ reaches it. This module names each speed-up as a *step*; the steps are cumulativ
 ``loader``           ``DataLoader`` settings: worker processes, ``persistent_workers``, and
                      ``pin_memory`` on CUDA
 ``on_device``        every tensor moved to the device once; batches are sliced there
-                     (:class:`~mmcourse.data.tensors.TensorBatches`), no ``DataLoader``
+                     (:class:`~mmcourse.data.tensors.TensorBatches`), no ``DataLoader`` (so
+                     no workers: it replaces ``loader``)
 ``bf16``             mixed precision: bfloat16 autocast (CPU and GPU)
 ``channels_last``    the conv encoders' weights and inputs in channels-last memory format
 ``compile``          ``torch.compile`` of the two conv encoders, where the work is (the compile
@@ -929,8 +932,8 @@ def format_train_table(report: Mapping[str, Any]) -> str:
              f"{report['load_avg_1min']} (start) / {report.get('load_avg_1min_end')} (end) on "
              f"{report['cpu_count']} cores",
              f"model: {cfg['model']}; batch {cfg['batch_size']}, {cfg['steps']} timed steps after "
-             f"{cfg['warmup']} warm-up, {cfg['train_samples']} training samples, loader workers "
-             f"{cfg['num_workers']}",
+             f"{cfg['warmup']} warm-up (1 in later rounds), {cfg['train_samples']} training "
+             f"samples, loader workers {cfg['num_workers']}",
              f"samples/s: the median of {cfg.get('repeats', 1)} interleaved rounds (range: the "
              f"slowest and fastest round)", ""]
     gpu = report["device"].startswith("cuda")

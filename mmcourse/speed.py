@@ -815,7 +815,8 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
     (CUDA: the most memory allocated while the step was timed, over the rounds; every step's
     model and device-resident data stay allocated between rounds, so it includes the other
     steps' too: compare it across runs, not across rows), ``final_loss``, ``note``), and
-    ``best`` (the fastest step and its speed-up)."""
+    ``best`` (the fastest step: ``step``, ``samples_per_s``, ``speedup``). Without ``naive``
+    among ``step_names`` every ``speedup`` is None (the table prints n/a)."""
     unknown = [s for s in step_names if s not in ALL_STEPS]
     if unknown:
         raise ValueError(f"unknown step {unknown[0]!r}; expected some of {list(ALL_STEPS)}")
@@ -908,7 +909,8 @@ def _run_train_bench(steps, batch_size, device, warmup, seed, train_size, step_n
                        "model": "ImageCNN(16-32-64) + LogMelCNN(8-16-32-32) + bag of words, "
                                 "64-d each, concat fusion, 8 classes"},
             "seconds": round(time.perf_counter() - wall, 1), "rows": table,
-            "best": None if best is None else {"step": best["step"], "speedup": best["speedup"]}}
+            "best": None if best is None else {"step": best["step"], "speedup": best["speedup"],
+                                               "samples_per_s": best["samples_per_s"]}}
 
 
 def _device_name(device: torch.device) -> str:
@@ -949,13 +951,17 @@ def format_train_table(report: Mapping[str, Any]) -> str:
             continue
         runs = r.get("runs") or [r["samples_per_s"]]
         spread = f"{min(runs):.0f}-{max(runs):.0f}"
-        line = (f"{r['step']:<14} {r['samples_per_s']:>10.0f} {spread:>13} {r['speedup']:>8.2f}x "
+        ratio = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"  # naive not measured
+        line = (f"{r['step']:<14} {r['samples_per_s']:>10.0f} {spread:>13} {ratio:>9} "
                 f"{r['prepare_s']:>7.2f} {r['warmup_s']:>9.2f}")
         if gpu:
             util = "n/a" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}"
             line += f" {util:>6} {r['peak_mem_mb'] or 0:>8.0f}"
         lines.append(line + (f"  {r['note']}" if r["note"] else ""))
     if report["best"]:
-        lines += ["", f"fastest: {report['best']['step']}, {report['best']['speedup']:.2f}x naive; "
+        best = report["best"]
+        ratio = (f"{best['speedup']:.2f}x naive" if best["speedup"] is not None
+                 else f"{best['samples_per_s']:.0f} samples/s (naive not measured)")
+        lines += ["", f"fastest: {best['step']}, {ratio}; "
                   f"bench wall time {report['seconds']:.0f} s"]
     return "\n".join(lines)

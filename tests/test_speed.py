@@ -177,6 +177,16 @@ def test_bench_reports_the_median_of_interleaved_rounds():
         speed.run_train_bench(repeats=0)
 
 
+def test_bench_without_naive_prints_no_ratio():
+    report = speed.run_train_bench(steps=1, warmup=0, batch_size=16, train_size=32,
+                                   device="cpu", step_names=("on_device",), repeats=1)
+    [row] = report["rows"]
+    assert row["speedup"] is None and report["best"]["speedup"] is None
+    assert report["best"]["samples_per_s"] == row["samples_per_s"]
+    table = speed.format_train_table(report)
+    assert "n/a" in table and "(naive not measured)" in table
+
+
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit, match="unknown step 'warp'"):
         cli_main(["bench", "train", "--only", "naive,warp"])

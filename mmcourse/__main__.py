@@ -1,5 +1,6 @@
+"""``python -m mmcourse ...`` is the ``mmcourse`` command (:mod:`mmcourse.tools.cli`)."""
 import sys
 
-from mmcourse.cli import main
+from mmcourse.tools.cli import main
 
 sys.exit(main())

@@ -1,7 +1,11 @@
-"""Pick the device to compute on: ``get_device()``."""
+"""Pick the device to compute on (``get_device()``), and the helpers that time work on it:
+``synchronize(device)`` and a GPU-utilisation sampler (:class:`GpuUtilization`)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import threading
 
 import torch
 
@@ -67,3 +71,72 @@ def available_devices() -> list[str]:
     if _mps_available():
         names.append("mps")
     return names + ["cpu"]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the work queued on ``device`` has finished (CUDA, MPS; a no-op on the CPU), so
+    that a clock read afterwards measures the work, not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class GpuUtilization:
+    """Sample the GPU's utilisation (%) in a background thread: ``start()``, ``stop() -> mean``.
+
+    Uses ``torch.cuda.utilization()`` (needs pynvml) when it works, else ``nvidia-smi``; ``stop``
+    returns None when neither works or the device is not CUDA.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.1):
+        self.device, self.interval = device, interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.source = self._pick_source() if device.type == "cuda" else None
+
+    def _pick_source(self) -> str | None:
+        try:
+            torch.cuda.utilization(self.device)
+            return "torch"
+        except Exception:  # noqa: BLE001 - pynvml missing or NVML failing
+            pass
+        if shutil.which("nvidia-smi") and self._smi() is not None:
+            return "nvidia-smi"
+        return None
+
+    def _smi(self) -> float | None:
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                  "--format=csv,noheader,nounits", f"--id={index}"],
+                                 capture_output=True, text=True, timeout=5)
+            return float(out.stdout.strip().splitlines()[0])
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _read(self) -> float | None:
+        if self.source == "torch":
+            return float(torch.cuda.utilization(self.device))
+        return self._smi()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self._read()
+            if value is not None:
+                self.samples.append(value)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self.source is None:
+            return
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float | None:
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        return sum(self.samples) / len(self.samples) if self.samples else None

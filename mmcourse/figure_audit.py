@@ -6,9 +6,12 @@ list. :func:`audit_figure` reads a matplotlib figure and returns the broken rule
 
 With ``MMCOURSE_FIGURE_AUDIT=/path/to/file.jsonl`` in the environment, ``import mmcourse``
 calls :func:`install`: from then on, every figure that is drawn to an image (the inline backend
-of a notebook, ``savefig``) is audited first and each problem is appended to that file as one
-JSON line ``{"figure": title, "problem": sentence}``. The notebook itself is never changed or
-stopped. tests/test_notebooks.py runs every student notebook this way and fails on any line.
+of a notebook, ``savefig``) is audited first and recorded in that file as JSON lines: one
+``{"figure": title, "problem": sentence}`` per problem, or ``{"figure": title, "problem": null}``
+for a figure that follows every rule. The notebook itself is never changed or stopped.
+tests/test_notebooks.py runs every student notebook this way and fails on any problem, and also
+when the log is missing or records no figure (:class:`AuditNotRun`): an audit that did not run
+must not pass as an audit that found nothing.
 """
 from __future__ import annotations
 
@@ -218,15 +221,32 @@ def install(path: str | os.PathLike) -> None:
             with target.open("a", encoding="utf-8") as fh:
                 for t, p in new:
                     fh.write(json.dumps({"figure": t, "problem": p}) + "\n")
+        elif not problems:  # a figure that passed: proof that the audit ran
+            with target.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"figure": title, "problem": None}) + "\n")
         return _original_print_figure(self, *args, **kwargs)
 
     print_figure._mmcourse_audit = True  # type: ignore[attr-defined]
     FigureCanvasBase.print_figure = print_figure
 
 
+class AuditNotRun(RuntimeError):
+    """The figure audit was asked for, but its log is missing or records no figure."""
+
+
 def read_problems(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The problems recorded in ``path`` (none when the file does not exist)."""
+    """The problems recorded in the audit log ``path``: ``[{"figure": title, "problem": sentence}]``
+    (empty when every audited figure followed the rules).
+
+    Raises :class:`AuditNotRun` when ``path`` does not exist or records no figure: the audit was
+    not installed (``MMCOURSE_FIGURE_AUDIT`` did not reach the process that drew, or ``mmcourse``
+    was never imported there) or no figure was drawn to an image."""
     target = Path(path)
-    if not target.exists():
-        return []
-    return [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines() if line]
+    records = ([json.loads(line) for line in target.read_text(encoding="utf-8").splitlines() if line]
+               if target.exists() else [])
+    if not records:
+        state = "is empty" if target.exists() else "does not exist"
+        raise AuditNotRun(f"the figure audit log {target} {state}: no figure was audited. Was "
+                          f"{ENV_VAR} set in the environment of the process that drew, did it "
+                          f"import mmcourse, and did it draw a figure (plt.show(), savefig)?")
+    return [r for r in records if r.get("problem") is not None]

@@ -11,7 +11,8 @@ import math
 import sys
 from typing import Any
 
-METRICS_MIMETYPE = "application/vnd.mmcourse.metrics+json"
+from mmcourse.notebook_format import METRICS_MIMETYPE
+
 DECIMALS = 4
 
 

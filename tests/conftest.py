@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mmcourse.runner import KERNEL_ENV
+from mmcourse.tools.runner import KERNEL_ENV
 
 for _key, _value in KERNEL_ENV.items():
     os.environ.setdefault(_key, _value)

@@ -28,6 +28,7 @@ import nbformat
 import pytest
 
 from browser_support import CHROMIUM_ARGS, LabPage, LabServer, find_chromium
+from mmcourse.notebook_format import PARAMETERS_TAG, RAISES_TAG, exercise_id, tags
 
 pytestmark = [pytest.mark.browser, pytest.mark.notebook]
 
@@ -60,7 +61,7 @@ def _fast_copy(source: Path, target: Path) -> None:
     parameters it has (as papermill injects parameters), so that it trains for less time."""
     nb = nbformat.read(source, as_version=4)
     for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+        if cell.cell_type == "code" and PARAMETERS_TAG in tags(cell):
             names = [n for n in FAST if re.search(rf"^{n}\s*=", cell.source, re.M)]
             if names:
                 lines = ["# Injected by tests/test_browser.py: shorter training (rendering is "
@@ -154,7 +155,7 @@ def _errors(path: Path) -> list[tuple[int, str, bool]]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        tagged = "raises-exception" in cell.metadata.get("tags", [])
+        tagged = RAISES_TAG in tags(cell)
         found += [(i, out.get("ename", "?"), tagged) for out in cell.outputs
                   if out.output_type == "error"]
     return found
@@ -162,8 +163,7 @@ def _errors(path: Path) -> list[tuple[int, str, bool]]:
 
 def _exercise_cells(path: Path) -> list[int]:
     nb = nbformat.read(path, as_version=4)
-    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-            and "raise NotSolved" in c.source and c.source.lstrip().startswith("# Exercise")]
+    return [i for i, c in enumerate(nb.cells) if exercise_id(c) and "raise NotSolved" in c.source]
 
 
 def test_tour_runs_all_in_jupyterlab(page, lab, capsys):

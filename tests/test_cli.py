@@ -1,13 +1,15 @@
-"""Tests for the ``mmcourse`` command (mmcourse/cli.py).
+"""Tests for the ``mmcourse`` command (mmcourse/tools/cli.py).
 
 Every subprocess pays for importing torch (a few seconds), so only the behaviours that need the
 real console script (exit codes through ``sys.exit``, no traceback on stderr, the installed entry
-point) run it; the rest call ``mmcourse.cli.main`` in-process.
+point) run it; the rest call ``mmcourse.tools.cli.main`` in-process.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcourse.cli import main
+from mmcourse.tools.cli import main
 from mmcourse.data import course
 from mmcourse.data.course import make_course_dataset
 from mmcourse.data.store import check_dataset, load_dataset
@@ -170,6 +172,19 @@ def test_env_json_via_console_script():
     assert report["python"] == ".".join(map(str, sys.version_info[:3]))
     assert "torch" in report["packages"] and "numpy" in report["packages"]
     assert report["device"] == "cpu"  # no GPU on the test machines
+
+
+def test_python_m_mmcourse_and_the_entry_point_run_the_cli(repo_root):
+    """``python -m mmcourse`` works without the console script; pyproject.toml's script entry
+    names the same function (the console script runs it once the package is installed)."""
+    entry = re.search(r'^mmcourse = "([\w.]+):(\w+)"', (repo_root / "pyproject.toml").read_text(),
+                      re.M)
+    assert getattr(importlib.import_module(entry.group(1)), entry.group(2)) is main
+    env = {k: v for k, v in os.environ.items() if k != "MMCOURSE_DEVICE"}
+    proc = subprocess.run([sys.executable, "-m", "mmcourse", "env", "--json"], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["device"] == "cpu"
 
 
 def test_env_text(capsys):

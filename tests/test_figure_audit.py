@@ -9,8 +9,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
+import nbformat  # noqa: E402
+from nbformat.v4 import new_code_cell, new_notebook  # noqa: E402
+
 from mmcourse import figure_audit  # noqa: E402
-from mmcourse.figure_audit import audit_figure, install, read_problems  # noqa: E402
+from mmcourse.figure_audit import AuditNotRun, audit_figure, install, read_problems  # noqa: E402
+from mmcourse.tools.runner import run_notebook  # noqa: E402
 from mmcourse.viz import OKABE_ITO  # noqa: E402
 
 
@@ -106,6 +110,45 @@ def test_install_records_each_problem_once_and_still_draws(tmp_path, monkeypatch
     assert len(read_problems(log)) == len(problems)
 
 
-def test_read_problems_of_a_missing_file_is_empty(tmp_path):
-    assert read_problems(tmp_path / "none.jsonl") == []
+def test_a_missing_or_empty_log_is_an_error_not_a_pass(tmp_path):
+    with pytest.raises(AuditNotRun, match=r"none.jsonl does not exist: no figure was audited"):
+        read_problems(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(AuditNotRun, match=r"empty.jsonl is empty.*MMCOURSE_FIGURE_AUDIT"):
+        read_problems(tmp_path / "empty.jsonl")
     assert figure_audit.ENV_VAR == "MMCOURSE_FIGURE_AUDIT"
+
+
+def test_a_log_of_good_figures_records_them_and_has_no_problems(tmp_path, monkeypatch):
+    monkeypatch.setattr(FigureCanvasBase, "print_figure", FigureCanvasBase.print_figure)
+    log = tmp_path / "audit.jsonl"
+    install(log)
+    _good_line_plot().savefig(tmp_path / "good.png")
+    assert log.read_text().splitlines() == ['{"figure": "Loss per epoch", "problem": null}']
+    assert read_problems(log) == []
+
+
+def test_positive_control_a_bad_figure_in_a_notebook_is_caught(tmp_path, monkeypatch):
+    """The whole path the notebook tests rely on: the variable reaches the kernel, importing
+    mmcourse installs the audit, the inline backend draws through it, the log names the bad
+    figure's problems (and the good figure adds none)."""
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv(figure_audit.ENV_VAR, str(log))
+    nb = new_notebook(cells=[new_code_cell(source, metadata={"tags": tags}) for source, tags in [
+        ("seed = 0", ["parameters"]),
+        ("%matplotlib inline\nimport matplotlib.pyplot as plt\nimport mmcourse\n"
+         "from mmcourse.viz import OKABE_ITO", []),
+        ("fig, ax = plt.subplots()\nax.plot([0, 1], [0, 1], color='red')\nplt.show()", []),
+        ("fig, ax = plt.subplots()\nax.plot([0, 1], [1, 0], color=OKABE_ITO[0])\n"
+         "ax.set(title='A good figure', xlabel='epoch', ylabel='loss')\nplt.show()", [])]])
+    nb.metadata["kernelspec"] = {"name": "mmcourse", "display_name": "mmcourse", "language": "python"}
+    path = tmp_path / "00_bad_figure.ipynb"
+    nbformat.write(nb, path)
+    result = run_notebook(path, tmp_path / "out.ipynb", timeout=300)
+    assert result["status"] == "ok", result["error"]
+    problems = read_problems(log)
+    assert {p["figure"] for p in problems} == {"(untitled figure)"}
+    text = " ".join(p["problem"] for p in problems)
+    assert "no title" in text and "x axis shows numbers but has no label" in text
+    assert "#ff0000" in text
+    assert '"A good figure", "problem": null' in log.read_text()

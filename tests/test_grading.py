@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from mmcourse.cli import main as cli_main
-from mmcourse.grading import format_grades, grade_notebook, grades_csv
+from mmcourse.tools.cli import main as cli_main
+from mmcourse.tools.grading import format_grades, grade_notebook, grades_csv
 
 SETUP = '''from mmcourse.exercises import NotSolved, check, fail, register
 

@@ -11,14 +11,14 @@
     outputs, (b) checks that the student version runs top to bottom, which smaller values show
     as well and keep the suite within its time budget.
     This run also audits every figure the notebook draws (mmcourse.figure_audit: a title,
-    labelled axes, colour-blind-safe colours) and fails on any problem.
+    labelled axes, colour-blind-safe colours) and fails on any problem, and when the audit's log
+    is missing or empty (figure_audit.AuditNotRun: the audit did not run).
 
 (The course runner on the solutions, ``mmcourse run --solutions``, is the same execution as (a)
 without the comparison, so it is not repeated here; tests/test_runner.py covers the runner.)
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +27,12 @@ import nbformat
 import pytest
 
 from mmcourse import figure_audit
-from mmcourse.runner import list_notebooks, run_course
+from mmcourse.notebook_format import exercise_id
+from mmcourse.tools.runner import list_notebooks, run_course
 
 pytestmark = pytest.mark.notebook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXERCISE_FIRST_LINE = re.compile(r"^#\s*Exercise\s+(\d+\.\d+)")
 
 
 def _params(folder: str) -> list:
@@ -47,14 +47,8 @@ def _expected_unsolved(path: Path) -> list[str]:
     """Exercise ids of the cells that start with ``# Exercise N.M`` and contain
     ``raise NotSolved``, in notebook order."""
     nb = nbformat.read(path, as_version=4)
-    ids = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        match = EXERCISE_FIRST_LINE.match(cell.source.split("\n", 1)[0])
-        if match and "raise NotSolved" in cell.source:
-            ids.append(match.group(1))
-    return ids
+    return [exercise_id(cell) for cell in nb.cells
+            if exercise_id(cell) and "raise NotSolved" in cell.source]
 
 
 @pytest.mark.parametrize("path", _params("notebooks"))

@@ -1,4 +1,4 @@
-"""mmcourse.runner and mmcourse.report on small notebooks written into a temporary course folder.
+"""mmcourse.tools.runner and mmcourse.report on small notebooks written into a temporary course folder.
 
 The notebooks really run (papermill, kernel "mmcourse"); the course run is shared by the tests of
 this module so that only a few kernels start.
@@ -18,10 +18,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from mmcourse.report import METRICS_MIMETYPE, format_metrics, report_metrics
-from mmcourse.runner import (RAISES_TAG, check_kernel, classify_notebook, exercise_id,
-                             format_table, list_notebooks, refresh_solutions, run_course,
-                             select_notebooks)
+from mmcourse.notebook_format import METRICS_MIMETYPE, RAISES_TAG
+from mmcourse.report import format_metrics, report_metrics
+from mmcourse.tools.runner import (check_kernel, classify_notebook, format_table, list_notebooks,
+                                   refresh_solutions, run_course, select_notebooks)
 
 ALLOC_MB = 300  # the first notebook holds this much memory, to check the peak measurement
 
@@ -165,11 +165,6 @@ def test_missing_kernel_says_how_to_install_it():
         check_kernel("no-such-kernel-xyz")
 
 
-def test_exercise_id():
-    assert exercise_id("# Exercise 2.10: the collate function\nx = 1") == "2.10"
-    assert exercise_id("x = 1\n# Exercise 2.1") is None
-
-
 def test_format_table(course_run):
     table = format_table(list(course_run[0].values()))
     lines = table.splitlines()
@@ -224,10 +219,10 @@ def test_cli_run_json(tmp_path):
 
 def test_refresh_solutions_in_place(course, monkeypatch):
     calls = []
-    stand_in = types.ModuleType("mmcourse.exercises.student")
+    stand_in = types.ModuleType("mmcourse.tools.student")
     stand_in.make_student_notebooks = \
         lambda src, dst, only=None: calls.append((src, dst, only)) or ["00_demo"]
-    monkeypatch.setitem(sys.modules, "mmcourse.exercises.student", stand_in)
+    monkeypatch.setitem(sys.modules, "mmcourse.tools.student", stand_in)
 
     path = course / "solutions" / "00_demo.ipynb"
     lines = list(refresh_solutions(course))

@@ -1,4 +1,4 @@
-"""The course website (mmcourse.site, site/): built once per module from the solution notebooks
+"""The course website (mmcourse.tools.site, site/): built once per module from the solution notebooks
 with their committed outputs, offline; every notebook has a page, the navigation groups pages by
 part, every internal link and local asset resolves, and no page loads a script or style from the
 internet. About 30-60 s on 2 cores (the build)."""
@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from mmcourse.site import build_site, prune_toc
+from mmcourse.tools.site import build_site, prune_toc
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))

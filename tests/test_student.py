@@ -10,12 +10,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from mmcourse.exercises import NotSolved
-from mmcourse.exercises.student import (
-    NotebookError,
-    exercise_ids,
-    make_student_notebooks,
-    student_version,
-)
+from mmcourse.notebook_format import CHECK_MIMETYPE, RAISES_TAG, exercise_id, exercise_ids
+from mmcourse.tools.student import NotebookError, make_student_notebooks, student_version
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "98_testing.ipynb"
@@ -116,7 +112,7 @@ def test_student_version_replaces_regions_with_stubs():
     assert sources[6] == "Why does it work?\n\n*Your answer here.*\n\nMore lesson."
     assert sources[7] == VALUE_STUDENT
     assert sources[:4] == [cell.source for cell in solution.cells[:4]]
-    assert exercise_ids(solution) == exercise_ids(student) == ["98.1", "98.2"]
+    assert exercise_ids(solution.cells) == exercise_ids(student.cells) == ["98.1", "98.2"]
 
 
 def test_student_version_tags_clears_and_keeps_ids_and_metadata():
@@ -292,9 +288,8 @@ def test_student_notebook_runs_with_not_solved_in_every_exercise_cell(tmp_path):
     errors = {index: [out for out in cell.outputs if out.output_type == "error"]
               for index, cell in enumerate(nb.cells) if cell.cell_type == "code"}
     assert all(cell.execution_count is not None for cell in nb.cells if cell.cell_type == "code")
-    exercise_cells = {index: cell.source.split("\n", 1)[0].split()[2].rstrip(":")
-                      for index, cell in enumerate(nb.cells)
-                      if "raises-exception" in cell.metadata.get("tags", [])}
+    exercise_cells = {index: exercise_id(cell) for index, cell in enumerate(nb.cells)
+                      if RAISES_TAG in cell.metadata.get("tags", [])}
     assert exercise_cells == {4: "98.1", 5: "98.1", 7: "98.2"}
     assert errors[4] == []  # defines double(), whose body is the stub
     for index in (5, 7):
@@ -307,8 +302,7 @@ def test_student_notebook_runs_with_not_solved_in_every_exercise_cell(tmp_path):
     # check("98.1", double) reached check(), which showed its bundle before re-raising NotSolved
     shown = [out for out in nb.cells[5].outputs if out.output_type == "display_data"]
     assert [out.data for out in shown] == [{
-        "application/vnd.mmcourse.check+json": {"id": "98.1", "passed": False,
-                                                "message": str(NotSolved("98.1"))},
+        CHECK_MIMETYPE: {"id": "98.1", "passed": False, "message": str(NotSolved("98.1"))},
         "text/plain": "Exercise 98.1 is not solved yet."}]
 
 

@@ -1,8 +1,8 @@
-"""Exercises: the checks notebooks call and the solution -> student notebook generator.
+"""Exercises: the checks notebooks call.
 
 In a notebook: ``from mmcourse.exercises import NotSolved, check``; see :mod:`.core` for writing
-checks (``register``, ``fail`` and the ``expect_*`` helpers) and :mod:`.student` for the notebook
-conventions.
+checks (``register``, ``fail`` and the ``expect_*`` helpers), :mod:`mmcourse.notebook_format` for
+the exercise cells' format and :mod:`mmcourse.tools.student` for how student versions are made.
 """
 from __future__ import annotations
 

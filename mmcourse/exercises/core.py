@@ -27,18 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
-CHECK_MIMETYPE = "application/vnd.mmcourse.check+json"
-
-_ID_RE = re.compile(r"^(\d+)\.(\d+)$")
-
-
-def parse_exercise_id(exercise_id: str) -> tuple[int, int]:
-    """``"3.12"`` -> ``(3, 12)``; raises ValueError for anything that is not ``N.M``."""
-    match = _ID_RE.match(str(exercise_id))
-    if not match:
-        raise ValueError(f"exercise ids look like '3.1' (notebook number . exercise number), "
-                         f"not {exercise_id!r}")
-    return int(match.group(1)), int(match.group(2))
+from mmcourse.notebook_format import CHECK_MIMETYPE, EXERCISE_ID_RE, parse_exercise_id
 
 
 class NotSolved(NotImplementedError):
@@ -46,7 +35,7 @@ class NotSolved(NotImplementedError):
 
     def __init__(self, exercise_id: str):
         exercise_id = str(exercise_id)
-        if _ID_RE.match(exercise_id):
+        if EXERCISE_ID_RE.match(exercise_id):
             self.exercise_id: str | None = exercise_id
             message = (f'Exercise {exercise_id} is not solved yet: replace the two lines '
                        f'"# YOUR CODE HERE" / "raise NotSolved(...)" in its cell with your answer '

@@ -1,25 +1,28 @@
 """Run the course headless: ``run_course`` (``mmcourse run``) and ``refresh_solutions``
 (``mmcourse refresh``).
 
-``run_course`` executes each notebook with papermill in a child process of its own, so that the
-kernel's peak memory can be read from ``getrusage(RUSAGE_CHILDREN)`` in that child once the kernel
-has exited. Exercise cells of the student notebooks are tagged ``raises-exception`` and raise
-``NotSolved`` until solved: such errors count as "unsolved", not as failures.
+``run_course`` executes each notebook with papermill in a child process of its own
+(:mod:`mmcourse.tools.papermill_child`), so that the kernel's peak memory can be read from
+``getrusage(RUSAGE_CHILDREN)`` in that child once the kernel has exited. Exercise cells of the
+student notebooks are tagged ``raises-exception`` and raise ``NotSolved`` until solved: such
+errors count as "unsolved", not as failures.
 
-Heavy imports (papermill, nbclient, nbformat) happen inside the functions, and the child process
-runs this file with ``runpy`` so that it does not import the ``mmcourse`` package (and torch).
+Heavy imports (papermill, nbclient, nbformat) happen inside the functions.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from mmcourse.notebook_format import (METRICS_MIMETYPE, NOTEBOOK_GLOB, RAISES_TAG, exercise_id,
+                                      tags)
+from mmcourse.tools import papermill_child
 
 KERNEL_NAME = "mmcourse"
 SETUP_COMMAND = "bash scripts/setup.sh"
@@ -34,10 +37,6 @@ KERNEL_ENV = {
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",    # the debugger's frozen-modules warning
     "MMCOURSE_STATIC_WIDGETS": "1",           # headless runs store the explorers' static view
 }
-METRICS_MIMETYPE = "application/vnd.mmcourse.metrics+json"  # same as mmcourse.report
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-EXERCISE_RE = re.compile(r"^\s*#\s*Exercise\s+(\d+\.\d+)\b")
-RAISES_TAG = "raises-exception"
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"  # markdown cells papermill inserts on errors
 NOT_SOLVED = "NotSolved"
 
@@ -153,9 +152,11 @@ def run_notebook(path: str | Path, output: str | Path, solutions: bool = False,
             "parameters": dict(parameters or {})}
     with tempfile.TemporaryDirectory(prefix="mmcourse-run-") as tmp:
         spec["result"] = str(Path(tmp) / "result.json")
-        boot = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mmcourse_child__')")
-        proc = subprocess.run([sys.executable, "-c", boot, str(Path(__file__).resolve()),
-                               json.dumps(spec)],
+        # run the file as a script (argv = [file, spec]) without its folder on sys.path
+        boot = ("import runpy, sys; sys.argv[:] = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+        proc = subprocess.run([sys.executable, "-c", boot,
+                               str(Path(papermill_child.__file__).resolve()), json.dumps(spec)],
                               env=kernel_env(), capture_output=True, text=True)
         child = (json.loads(Path(spec["result"]).read_text())
                  if Path(spec["result"]).exists() else None)
@@ -192,8 +193,8 @@ def classify_notebook(nb: Any, solutions: bool = False) -> tuple[str, list[str],
     errors: list[str] = []
     index = -1
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if PAPERMILL_ERROR_TAG in tags:
+        cell_tags = tags(cell)
+        if PAPERMILL_ERROR_TAG in cell_tags:
             continue
         index += 1
         if cell.get("cell_type") != "code":
@@ -201,9 +202,9 @@ def classify_notebook(nb: Any, solutions: bool = False) -> tuple[str, list[str],
         cell_errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"
                        and not (o.get("ename") == "SystemExit" and o.get("evalue") in ("", "0"))]
         for out in cell_errors:
-            ename, evalue = out.get("ename", "Error"), _first_line(out.get("evalue", ""))
-            if ename == NOT_SOLVED and RAISES_TAG in tags and not solutions:
-                unsolved.append(exercise_id(cell.get("source", "")) or f"cell {index}")
+            ename, evalue = out.get("ename", "Error"), papermill_child.first_line(out.get("evalue", ""))
+            if ename == NOT_SOLVED and RAISES_TAG in cell_tags and not solutions:
+                unsolved.append(exercise_id(cell) or f"cell {index}")
                 continue
             note = ""
             if ename == NOT_SOLVED and solutions:
@@ -218,12 +219,6 @@ def classify_notebook(nb: Any, solutions: bool = False) -> tuple[str, list[str],
         return "ok", unsolved, None
     more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
     return "failed", unsolved, errors[0] + more
-
-
-def exercise_id(source: str) -> str | None:
-    """``"2.1"`` for a cell whose first line is ``# Exercise 2.1...``, else None."""
-    match = EXERCISE_RE.match(source.split("\n", 1)[0])
-    return match.group(1) if match else None
 
 
 def last_metrics(nb: Any) -> dict[str, Any]:
@@ -274,44 +269,6 @@ def _progress_line(result: dict[str, Any]) -> str:
     return text
 
 
-def _first_line(text: str, limit: int = 300) -> str:
-    line = text.strip().split("\n", 1)[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _child_main(argv: list[str]) -> int:
-    """The child process: run papermill, then record wall time, the kernel's peak RSS and any
-    exception other than PapermillExecutionError (the notebook is classified by the parent)."""
-    spec = json.loads(argv[0])
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    error = None
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(spec["input"], spec["output"], kernel_name=spec["kernel"],
-                                   cwd=spec["cwd"], execution_timeout=spec["timeout"],
-                                   parameters=spec.get("parameters") or None,
-                                   progress_bar=False, log_output=False)
-    except PapermillExecutionError:
-        pass
-    except Exception as err:  # noqa: BLE001 - reported to the parent, which marks a failure
-        error = f"{type(err).__name__}: {_first_line(str(err))}"
-    wall_s = time.perf_counter() - start
-    try:
-        import resource
-    except ImportError:  # Windows: no getrusage
-        peak_mb = 0
-    else:
-        # The kernel was this process's only child and has been reaped; its peak resident set
-        # size is ru_maxrss of RUSAGE_CHILDREN: kilobytes on Linux, bytes on macOS.
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        peak_mb = round(peak / 2**20) if sys.platform == "darwin" else round(peak / 2**10)
-    Path(spec["result"]).write_text(json.dumps({"wall_s": wall_s, "peak_mb": peak_mb,
-                                                "error": error}))
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------
 # Refreshing the committed solutions
 
@@ -360,7 +317,7 @@ def refresh_solutions(root: str | Path, only: Iterable[str | int] | str | None =
             path.write_text(text, encoding="utf-8")
         yield f"{path.stem}: {'updated' if changed else 'unchanged'} ({wall_s:.1f} s)"
 
-    from mmcourse.exercises.student import make_student_notebooks
+    from mmcourse.tools.student import make_student_notebooks
 
     regenerated = make_student_notebooks(root / "solutions", root / "notebooks",
                                          only=None if only is None else [p.name for p in paths])
@@ -375,7 +332,3 @@ def strip_volatile_metadata(nb: Any) -> Any:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
     return nb
-
-
-if __name__ == "__mmcourse_child__":
-    sys.exit(_child_main(sys.argv[2:]))

@@ -12,11 +12,10 @@ the pinned PyPI package ``jupyter-server-mathjax``; the notebooks store no widge
 widget manager is loaded. Navigation by part comes from ``site/_toc.yml``; entries whose file or
 glob matches nothing are dropped (and reported), so the site never links to a missing notebook.
 
-From the command line: ``python -m mmcourse.site [--out DIR] [--root DIR]``.
+From the command line: ``mmcourse site [--out DIR] [--root DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import os
@@ -28,10 +27,11 @@ from pathlib import Path
 
 import yaml
 
+from mmcourse.notebook_format import MIMETYPE_PREFIX
+
 # Files of the repository the site shows besides the notebooks (missing ones are skipped).
 PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "BENCHMARKS.md", "datasets/README.md")
 DEFAULT_OUT = "site/_build"
-COURSE_MIME_PREFIX = "application/vnd.mmcourse."
 
 
 class SiteError(RuntimeError):
@@ -103,7 +103,7 @@ def _stage_notebook(path: Path, dest: Path) -> None:
             data = output.get("data")
             if not data:
                 continue
-            ours = [k for k in data if k.startswith(COURSE_MIME_PREFIX)]
+            ours = [k for k in data if k.startswith(MIMETYPE_PREFIX)]
             if ours and len(ours) < len(data):
                 for key in ours:
                     del data[key]
@@ -204,20 +204,3 @@ def format_result(result: dict) -> str:
                      f"{Path(result['html']).parent / 'build.log'}")
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmcourse.site",
-                                     description="build the course website (offline)")
-    parser.add_argument("--out", help=f"build folder (default {DEFAULT_OUT})")
-    parser.add_argument("--root", default=".", help="course folder (default: current folder)")
-    args = parser.parse_args(argv)
-    try:
-        result = build_site(args.root, args.out)
-    except SiteError as err:
-        print(f"mmcourse site: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -29,21 +29,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from mmcourse.runner import KERNEL_NAME, exercise_id, kernel_env
+from mmcourse.notebook_format import CHECK_MIMETYPE, exercise_id, exercise_ids
+from mmcourse.tools import CHECKOUT
+from mmcourse.tools.runner import KERNEL_NAME, kernel_env
 
-CHECK_MIMETYPE = "application/vnd.mmcourse.check+json"  # mirrors mmcourse.exercises.core
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def exercise_ids(nb: Any) -> list[str]:
-    """Ids of the exercise cells of a notebook, in order."""
-    ids = []
-    for cell in nb.cells:
-        if cell.get("cell_type") == "code":
-            found = exercise_id(cell.get("source", ""))
-            if found and found not in ids:
-                ids.append(found)
-    return ids
 
 
 def _outcome(cell: Any, ran: bool) -> tuple[bool, str]:
@@ -93,10 +83,11 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
         raise FileNotFoundError(f"no notebook at {path}") from None
     except Exception as err:  # not JSON, not a notebook
         raise ValueError(f"{path} is not a readable notebook: {err}") from None
-    expected = exercise_ids(nb)
-    ref_path = Path(reference) if reference else Path(__file__).resolve().parents[1] / "solutions" / path.name
+    expected = exercise_ids(nb.cells)
+    ref_path = Path(reference) if reference else CHECKOUT / "solutions" / path.name
     if ref_path.exists():
-        missing = [e for e in exercise_ids(nbformat.read(ref_path, as_version=4)) if e not in expected]
+        missing = [e for e in exercise_ids(nbformat.read(ref_path, as_version=4).cells)
+                   if e not in expected]
     else:
         missing = []
     client = NotebookClient(nb, kernel_name=kernel_name, allow_errors=True, timeout=int(timeout),
@@ -123,7 +114,7 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
     result["seconds"] = round(time.monotonic() - start, 1)
     seen = set()
     for index, cell in enumerate(nb.cells):
-        found = exercise_id(cell.get("source", "")) if cell.get("cell_type") == "code" else None
+        found = exercise_id(cell)
         if found and found not in seen:
             seen.add(found)
             passed, message = _outcome(cell, index in ran)

@@ -1,6 +1,7 @@
 """Generate the student notebooks (notebooks/) from the solution notebooks (solutions/).
 
-Conventions (the solution notebooks are the single source; never edit notebooks/ by hand):
+Conventions (the solution notebooks are the single source; never edit notebooks/ by hand; the
+names, tags and markers below are defined in :mod:`mmcourse.notebook_format`):
 
 * Notebooks are named ``NN_topic.ipynb``; the first code cell is tagged ``parameters``.
 * An exercise cell is a code cell whose first line is ``# Exercise N.M`` or ``# Exercise N.M: title``
@@ -34,19 +35,14 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from mmcourse.exercises.core import parse_exercise_id
+from mmcourse.notebook_format import (CODE_BEGIN, CODE_END, LOOSE_HEADER_RE, MD_MARKER_RE,
+                                      MD_REGION_RE, NOTEBOOK_NAME_RE, PARAMETERS_TAG, RAISES_TAG,
+                                      exercise_header, parse_exercise_id)
+from mmcourse.notebook_format import notebook_number as _number
 
-NAME_RE = re.compile(r"^(\d\d)_[^/\\]+\.ipynb$")
-HEADER_RE = re.compile(r"^# Exercise (\d+\.\d+)(?::\s*(\S.*?))?\s*$")
-LOOSE_HEADER_RE = re.compile(r"^\s*#+\s*exercise\s*\d", re.IGNORECASE)
-CODE_BEGIN = "### BEGIN SOLUTION"
-CODE_END = "### END SOLUTION"
-MD_MARKER_RE = re.compile(r"<!--\s*(BEGIN|END) SOLUTION\s*-->")
-MD_REGION_RE = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->.*?<!--\s*END SOLUTION\s*-->", re.DOTALL)
 MD_STUB = "*Your answer here.*"
 CHECK_CALL_RE = re.compile(r"(?<![\w.])check\(\s*[\"']([^\"']*)[\"']")
 IMPORT_RE = re.compile(r"from\s+mmcourse\.exercises(?:\.core)?\s+import\s+(\([^)]*\)|[^\n]*)")
-EXERCISE_TAG = "raises-exception"
 VOLATILE_NOTEBOOK_KEYS = ("papermill", "widgets", "execution")
 VOLATILE_CELL_KEYS = ("execution", "papermill", "ExecuteTime")
 
@@ -57,26 +53,10 @@ class NotebookError(ValueError):
 
 def notebook_number(name: str) -> int:
     """``"solutions/03_fusion.ipynb"`` -> 3; NotebookError if the name is not ``NN_topic.ipynb``."""
-    match = NAME_RE.match(Path(name).name)
-    if not match:
+    number = _number(name)
+    if number is None:
         raise NotebookError(f"{name}: course notebooks are named NN_topic.ipynb, e.g. 03_fusion.ipynb")
-    return int(match.group(1))
-
-
-def exercise_header(source: str) -> tuple[str, str | None] | None:
-    """``(id, title or None)`` from a cell whose first line is ``# Exercise N.M[: title]``, else None."""
-    match = HEADER_RE.match(source.split("\n", 1)[0])
-    return (match.group(1), match.group(2)) if match else None
-
-
-def exercise_ids(nb: NotebookNode) -> list[str]:
-    """The exercise ids of a notebook's exercise cells, each once, in order of appearance."""
-    ids: list[str] = []
-    for cell in nb.cells:
-        header = exercise_header(cell.source) if cell.cell_type == "code" else None
-        if header and header[0] not in ids:
-            ids.append(header[0])
-    return ids
+    return number
 
 
 def _where(name: str, index: int, cell: NotebookNode) -> str:
@@ -145,7 +125,7 @@ def student_version(nb: NotebookNode, name: str) -> NotebookNode:
         out.metadata.pop(key, None)
 
     code_cells = [i for i, cell in enumerate(out.cells) if cell.cell_type == "code"]
-    if code_cells and "parameters" not in out.cells[code_cells[0]].metadata.get("tags", []):
+    if code_cells and PARAMETERS_TAG not in out.cells[code_cells[0]].metadata.get("tags", []):
         raise NotebookError(f"{_where(name, code_cells[0], out.cells[code_cells[0]])}: the first "
                             f"code cell must be tagged 'parameters' (papermill injects settings after it)")
 
@@ -211,8 +191,8 @@ def student_version(nb: NotebookNode, name: str) -> NotebookNode:
                                 f"region is in cell index {top_level_cell[exercise_id]}; the student "
                                 f"version stops at that region, so move this check(...) call there")
         tags = cell.metadata.setdefault("tags", [])
-        if EXERCISE_TAG not in tags:
-            tags.append(EXERCISE_TAG)
+        if RAISES_TAG not in tags:
+            tags.append(RAISES_TAG)
     return out
 
 
@@ -262,15 +242,15 @@ def make_student_notebooks(solutions_dir: str | Path, notebooks_dir: str | Path,
     course runner treats NotSolved errors in exercise cells as expected.
     """
     solutions_dir, notebooks_dir = Path(solutions_dir), Path(notebooks_dir)
-    misnamed = sorted(p.name for p in solutions_dir.glob("*.ipynb") if not NAME_RE.match(p.name))
+    misnamed = sorted(p.name for p in solutions_dir.glob("*.ipynb") if not NOTEBOOK_NAME_RE.match(p.name))
     wanted = {}
     for path in sorted(solutions_dir.glob("*.ipynb")):
         if only is not None and path.name not in only:
             continue
-        if NAME_RE.match(path.name):
+        if NOTEBOOK_NAME_RE.match(path.name):
             wanted[path.name] = _render(student_version(_read_solution(path), str(path)))
     orphans = [] if only is not None else sorted(
-        p.name for p in notebooks_dir.glob("*.ipynb") if NAME_RE.match(p.name) and p.name not in wanted)
+        p.name for p in notebooks_dir.glob("*.ipynb") if NOTEBOOK_NAME_RE.match(p.name) and p.name not in wanted)
 
     if check:
         stale = [name for name, text in wanted.items() if _current(notebooks_dir / name) != text]

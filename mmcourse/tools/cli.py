@@ -1,7 +1,7 @@
-"""The ``mmcourse`` command: data, student, run, refresh, env.
+"""The ``mmcourse`` command: data, student, run, refresh, grade, site, bench, env.
 
-Each subcommand is a thin layer over a library function, so everything the command does can also
-be done from Python (and is tested there).
+Each subcommand is a thin layer over a library or tool function, so everything the command does
+can also be done from Python (and is tested there). ``python -m mmcourse`` runs it too.
 """
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from mmcourse.tools import CHECKOUT
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -41,7 +43,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_student(args: argparse.Namespace) -> int:
-    from mmcourse.exercises.student import NotebookError, make_student_notebooks
+    from mmcourse.tools.student import NotebookError, make_student_notebooks
 
     root = _course_root(args.root)
     try:
@@ -61,7 +63,7 @@ def _cmd_student(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mmcourse.runner import format_table, run_course
+    from mmcourse.tools.runner import format_table, run_course
 
     root = _course_root(args.root)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
@@ -75,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
-    from mmcourse.runner import refresh_solutions
+    from mmcourse.tools.runner import refresh_solutions
 
     root = _course_root(args.root)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
@@ -100,7 +102,7 @@ def _course_root(given: str | None) -> Path:
         if not (root / "solutions").is_dir():
             raise SystemExit(f"mmcourse: {root} has no solutions/ folder; is it the course folder?")
         return root
-    for candidate in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]]:
+    for candidate in [Path.cwd(), *Path.cwd().parents, CHECKOUT]:
         if (candidate / "solutions").is_dir() and (candidate / "notebooks").is_dir():
             return candidate
     raise SystemExit("mmcourse: cannot find the course folder (with notebooks/ and solutions/); "
@@ -108,7 +110,7 @@ def _course_root(given: str | None) -> Path:
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
-    from mmcourse.site import SiteError, build_site
+    from mmcourse.tools.site import SiteError, build_site
 
     root = _course_root(args.root)
     try:
@@ -120,8 +122,8 @@ def _cmd_site(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from mmcourse.grading import format_grades, grade_notebook, grades_csv
-    from mmcourse.runner import check_kernel
+    from mmcourse.tools.grading import format_grades, grade_notebook, grades_csv
+    from mmcourse.tools.runner import check_kernel
 
     check_kernel()
     results = []
@@ -140,11 +142,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_fusion(args: argparse.Namespace) -> int:
-    from mmcourse.bench import run_fusion_bench, format_fusion_table, METHODS
+    from mmcourse.tools.bench.fusion import format_fusion_table, run_fusion_bench
 
     try:
         report = run_fusion_bench(seeds=args.seeds, epochs=args.epochs, n_test=args.test_size,
-                                  methods=tuple(args.methods or METHODS),
+                                  methods=tuple(args.methods) if args.methods else None,
                                   modality_dropout=args.modality_dropout, device=args.device)
     except ValueError as err:
         raise SystemExit(f"mmcourse bench fusion: {err}") from None
@@ -159,7 +161,7 @@ def _steps(only: str | None) -> tuple[str, ...]:
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> int:
-    from mmcourse.speed import format_train_table, run_train_bench
+    from mmcourse.tools.bench.train import format_train_table, run_train_bench
 
     log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     try:
@@ -174,6 +176,10 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per ``_cmd_*`` function (``bench`` has two)."""
+    from mmcourse.data.course import MODALITY_NAMES
+    from mmcourse.fusion import FUSION_METHODS
+
     parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -211,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
     b.add_argument("--epochs", type=int, default=12, help="epochs per fusion model (default 12)")
     b.add_argument("--test-size", type=int, default=1000, help="test objects per condition")
-    b.add_argument("--methods", nargs="+", help="a subset of: image audio text concat late "
-                   "weighted gated attention cross tensor lowrank (default: all)")
+    b.add_argument("--methods", nargs="+", help="a subset of: " + " ".join(
+        (*MODALITY_NAMES, *FUSION_METHODS)) + " (default: all)")
     b.add_argument("--modality-dropout", type=float, default=0.0,
                    help="modality dropout while training every fusion model (default 0)")
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")

@@ -4,9 +4,12 @@ Protocol (the same for every method, nothing tuned per method):
 
 1. For each training seed, one encoder per modality is trained alone and frozen
    (:func:`mmcourse.features.course_features`); its own linear head is the *unimodal* baseline.
-2. Every fusion method is trained on those frozen features (AdamW, learning rate 2e-3, batch 128,
-   ``epochs`` epochs, the epoch with the best validation accuracy kept). Attention fusion reads one
-   token per modality, cross-modal attention reads the sequences (patches, frames, tokens).
+2. Every fusion method of ``mmcourse.fusion.FUSION_METHODS`` is trained on those frozen features
+   (AdamW, learning rate 2e-3, batch 128, ``epochs`` epochs, the epoch with the best validation
+   accuracy kept), read through its interface, never its name: a method with ``uses_sequences``
+   reads the sequences (patches, frames, tokens), the others one pooled vector per modality; a
+   method with ``outputs_logits`` fuses straight to class scores, the others to 64 features and a
+   linear head.
 3. All models are tested on the same test objects (data seed 0) under several conditions:
 
    * ``test``: the ordinary test split, with its per-sample corruption (the training distribution);
@@ -21,45 +24,30 @@ Reported: mean and standard deviation over seeds. Run ``mmcourse bench fusion --
 """
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmcourse.classifier import MultimodalClassifier
-from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS, QUALITY_PROBS, make_course_dataset
+from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS, make_course_dataset
 from mmcourse.device import get_device
 from mmcourse.features import CourseFeatures, FeatureSplit, course_features
 from mmcourse.fusion import FUSION_METHODS, make_fusion
 from mmcourse.progress import progress
 from mmcourse.reproducibility import seed_everything
+from mmcourse.robustness import SEVERITIES, area_under_curve, corruption_probs
 from mmcourse.training import accuracy, fit
 
-SEVERITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
-FUSIONS = tuple(FUSION_METHODS)
-METHODS = MODALITY_NAMES + FUSIONS
-ADAPTIVE = ("gated", "attention")
+#: The method every other fusion is compared with in the summary.
+BASELINE = "concat"
 
 
-def corruption_probs(modality: str, severity: float) -> tuple[float, ...]:
-    """Quality probabilities for ``modality`` with a share ``severity`` of corrupted samples:
-    clean ``1 - severity``, the corrupted levels in their usual proportions, missing 0."""
-    if modality not in QUALITY_LEVELS:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
-    if not 0.0 <= severity <= 1.0:
-        raise ValueError(f"severity must be in [0, 1], got {severity}")
-    levels, usual = QUALITY_LEVELS[modality], QUALITY_PROBS[modality]
-    corrupted = [i for i, name in enumerate(levels) if name not in ("clean", "informative", "missing")]
-    total = sum(usual[i] for i in corrupted)
-    probs = [0.0] * len(levels)
-    probs[0] = 1.0 - severity
-    for i in corrupted:
-        probs[i] = severity * usual[i] / total
-    return tuple(probs)
+def bench_methods() -> tuple[str, ...]:
+    """What the bench can measure: the single modalities (each frozen encoder with its own head),
+    then every registered fusion method, in ``FUSION_METHODS`` order."""
+    return MODALITY_NAMES + tuple(FUSION_METHODS)
 
 
 def test_conditions(n_test: int = 1000, data_seed: int = 0) -> dict[str, Any]:
@@ -84,10 +72,11 @@ def train_fusion(feats: CourseFeatures, method: str, seed: int, epochs: int = 12
     """One fusion classifier over the frozen features, trained with the bench's recipe."""
     n_classes = len(feats.classes)
     seed_everything(seed)
-    fusion = make_fusion(method, feats.dims, n_classes if method == "late" else out_dim)
+    fusion = make_fusion(method, feats.dims,
+                         n_classes if FUSION_METHODS[method].outputs_logits else out_dim)
     model = MultimodalClassifier({m: None for m in feats.modalities}, fusion, n_classes,
                                  modality_dropout=modality_dropout)
-    sequences = method == "cross"
+    sequences = fusion.uses_sequences
     fit(model, feats.loader("train", sequences=sequences, shuffle=True, seed=seed),
         feats.loader("val", sequences=sequences, batch_size=1000), epochs=epochs, lr=2e-3,
         device=device, desc=method)
@@ -95,29 +84,26 @@ def train_fusion(feats: CourseFeatures, method: str, seed: int, epochs: int = 12
 
 
 def _accuracy(feats: CourseFeatures, method: str, model, split: FeatureSplit, device) -> float:
-    if method in MODALITY_NAMES:  # the frozen encoder's own head
+    """Test accuracy of a fusion ``model``, or (``model`` None) of modality ``method``'s head."""
+    if model is None:  # the frozen encoder's own head
         with torch.no_grad():
             head = feats.models[method].head.to(device)
             pred = head(split.pooled[method].to(device)).argmax(1).cpu()
         return (pred == split.labels).float().mean().item()
-    return accuracy(model, split.loader(sequences=method == "cross", batch_size=1000),
+    return accuracy(model, split.loader(sequences=model.fusion.uses_sequences, batch_size=1000),
                     device=device)
 
 
-def area_under_curve(accuracies: list[float], severities=SEVERITIES) -> float:
-    """Trapezoid-rule area under accuracy vs severity, divided by the severity range."""
-    x = np.asarray(severities, dtype=float)
-    y = np.asarray(accuracies, dtype=float)
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
-
-
 def run_fusion_bench(seeds: int = 3, epochs: int = 12, n_test: int = 1000,
-                     methods: tuple[str, ...] = METHODS, modality_dropout: float = 0.0,
+                     methods: tuple[str, ...] | None = None, modality_dropout: float = 0.0,
                      device: str | torch.device | None = None) -> dict[str, Any]:
-    """Run the whole bench; return a JSON-able dict (see :func:`format_fusion_table`)."""
-    unknown = [m for m in methods if m not in METHODS]
+    """Run the whole bench on ``methods`` (default: all of :func:`bench_methods`); return a
+    JSON-able dict (see :func:`format_fusion_table`)."""
+    known = bench_methods()
+    methods = known if methods is None else tuple(methods)
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; expected some of {list(METHODS)}")
+        raise ValueError(f"unknown method {unknown[0]!r}; expected some of {list(known)}")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     device = get_device(device)
@@ -157,20 +143,20 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     mean = lambda method, key: 100 * results[method][key]["mean"]  # noqa: E731
     out: dict[str, Any] = {}
     unimodal = [m for m in MODALITY_NAMES if m in results]
-    fusions = [m for m in FUSIONS if m in results]
+    fusions = [m for m in results if m not in MODALITY_NAMES]
     if unimodal and fusions:
         best_uni = max(unimodal, key=lambda m: mean(m, "test"))
         best_fusion = max(fusions, key=lambda m: mean(m, "test"))
         out["best_single"] = {"method": best_uni, "test": mean(best_uni, "test")}
         out["best_fusion"] = {"method": best_fusion, "test": mean(best_fusion, "test"),
                               "gain_over_best_single": mean(best_fusion, "test") - mean(best_uni, "test")}
-    if "concat" in results:
-        for method in (m for m in fusions if m != "concat"):
-            out[f"{method} - concat"] = {
-                "test": mean(method, "test") - mean("concat", "test"),
-                "corruption_auc": statistics.mean(mean(method, f"auc {m}") - mean("concat", f"auc {m}")
+    if BASELINE in results:
+        for method in (m for m in fusions if m != BASELINE):
+            out[f"{method} - {BASELINE}"] = {
+                "test": mean(method, "test") - mean(BASELINE, "test"),
+                "corruption_auc": statistics.mean(mean(method, f"auc {m}") - mean(BASELINE, f"auc {m}")
                                                   for m in MODALITY_NAMES),
-                "missing": statistics.mean(mean(method, f"no {m}") - mean("concat", f"no {m}")
+                "missing": statistics.mean(mean(method, f"no {m}") - mean(BASELINE, f"no {m}")
                                            for m in MODALITY_NAMES)}
     return out
 
@@ -195,26 +181,16 @@ def format_fusion_table(report: dict[str, Any]) -> str:
         lines.append(f"\nBest fusion on the test split: {b['method']} {b['test']:.1f}%, "
                      f"{b['gain_over_best_single']:+.1f} points over the best single modality "
                      f"({u['method']} {u['test']:.1f}%).")
+    suffix = f" - {BASELINE}"
     for key, diff in summary.items():
-        if key.endswith("- concat"):
+        if key.endswith(suffix):
             lines.append(f"{key:20s} test {diff['test']:+5.1f}   corruption AUC (mean of 3) "
                          f"{diff['corruption_auc']:+5.1f}   missing (mean of 3) "
                          f"{diff['missing']:+5.1f} points")
-    adaptive = [f"{k.split(' ')[0]}" for k, d in summary.items() if k.endswith("- concat")
-                and k.split(" ")[0] in ADAPTIVE and min(d["corruption_auc"], d["missing"]) >= 3]
-    lines.append("Adaptive fusion (gated, attention) at least 3 points above concat under both "
-                 "corruption and missing modalities: " +
-                 (", ".join(adaptive) if adaptive else "no method on this run") + ".")
+    robust = [k[:-len(suffix)] for k, d in summary.items()
+              if k.endswith(suffix) and min(d["corruption_auc"], d["missing"]) >= 3]
+    lines.append(f"Fusion methods at least 3 points above {BASELINE} under both corruption and "
+                 "missing modalities: " + (", ".join(robust) if robust else "none on this run") + ".")
     lines.append(f"({report['seconds']:.0f} s)")
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mmcourse.bench [args]`` is ``mmcourse bench fusion [args]``."""
-    from mmcourse.cli import main as cli_main
-
-    return cli_main(["bench", "fusion", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

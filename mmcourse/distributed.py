@@ -51,6 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from mmcourse.checks import check_int
 from mmcourse.classifier import MultimodalClassifier
 from mmcourse.fusion import ConcatFusion
 
@@ -81,8 +82,8 @@ def synthetic_data(n: int = 2048, dims: Mapping[str, int] | None = None, num_cla
     """A seeded stand-in for course features: each class has a random mean per modality, each
     sample is its class mean plus Gaussian noise (N samples, ``dims`` features per modality,
     every modality present). Used by default and by the tests."""
-    if n < 1 or num_classes < 2:
-        raise ValueError(f"need n >= 1 and num_classes >= 2, got n={n}, num_classes={num_classes}")
+    check_int(n, "n")
+    check_int(num_classes, "num_classes", minimum=2)
     dims = dict(dims or {"image": 16, "audio": 16, "text": 16})
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(num_classes, (n,), generator=gen)
@@ -174,9 +175,8 @@ def check_sizes(n: int, world_size: int, batch_size: int | None = None,
     Give either ``batch_size`` (per rank, per micro-step) or ``global_batch_size``, which must be
     divisible by ``world_size * accum_steps``. Raises ValueError with what to change.
     """
-    for name, value in (("world size", world_size), ("accumulation steps", accum_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int(world_size, "world size")
+    check_int(accum_steps, "accumulation steps")
     if (batch_size is None) == (global_batch_size is None):
         raise ValueError("give exactly one of batch_size (per rank) and global_batch_size")
     if global_batch_size is not None:
@@ -186,8 +186,7 @@ def check_sizes(n: int, world_size: int, batch_size: int | None = None,
                 f"{world_size} x accumulation steps {accum_steps} = {world_size * accum_steps}; "
                 f"choose a multiple of {world_size * accum_steps} or give --batch-size per rank")
         batch_size = global_batch_size // (world_size * accum_steps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"the per-rank batch size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "the per-rank batch size")
     per_rank = -(-n // world_size)
     if per_rank < batch_size * accum_steps:
         raise ValueError(
@@ -405,8 +404,7 @@ def torchrun_command(nproc_per_node: int = 2) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node=N`` with this Python
     (a bare ``torchrun`` may not be on a notebook kernel's PATH). ``--standalone`` starts a
     rendezvous on this machine on a free port."""
-    if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1:
-        raise ValueError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
+    check_int(nproc_per_node, "nproc_per_node")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc_per_node}"]
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mmcourse.checks import check_int
 from mmcourse.data.course import COLOURS, POSITIONS, SHAPES, SIZES
 from mmcourse.lm import BOS_ID, EOS_ID, PAD_ID, pad_sequences
 
@@ -77,8 +78,7 @@ class QFormerLite(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, num_queries: int = 4, dim: int = 64,
                  heads: int = 4):
         super().__init__()
-        if num_queries < 1:
-            raise ValueError(f"num_queries must be at least 1, got {num_queries}")
+        check_int(num_queries, "num_queries")
         self.in_dim, self.out_dim = in_dim, out_dim
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * 0.02)
         self.kv = nn.Linear(in_dim, dim)

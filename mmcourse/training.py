@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
 from mmcourse.device import get_device
 from mmcourse.progress import progress
 
@@ -106,11 +107,8 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
         amp: mixed precision: None (float32), ``"bf16"`` (bfloat16 autocast, CPU or GPU) or
             ``"fp16"`` (float16 autocast with a gradient scaler; CUDA only).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
-                                 or patience < 1):
-        raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
+    check_int(epochs, "epochs")
+    check_int(patience, "patience", allow_none=True)
     device = get_device(device)
     autocast, scaler = mixed_precision(amp, device)
     model.to(device)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 #: ``{label}_{speaker}_{n}.wav``, e.g. ``7_jackson_32.wav``.
@@ -77,8 +79,7 @@ def digits_images(
     """
     from sklearn.datasets import load_digits
 
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive integer (pixels), got {size!r}")
+    check_int(size, "size", unit="pixels")
     if colour is None:
         tint = np.array([255.0, 255.0, 255.0])
     else:
@@ -145,10 +146,7 @@ def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> Aud
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"audio folder not found: {folder} (expected a folder of .wav files)")
-    if sample_rate is not None and (
-        not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate < 1
-    ):
-        raise ValueError(f"sample_rate must be a positive integer (Hz) or None, got {sample_rate!r}")
+    check_int(sample_rate, "sample_rate", allow_none=True, unit="Hz")
 
     files = sorted(
         (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".wav"),
@@ -237,8 +235,7 @@ def load_image_folder(folder: str | Path, size: int | None = None) -> ImageFolde
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
-        raise ValueError(f"size must be a positive integer (pixels) or None, got {size!r}")
+    check_int(size, "size", allow_none=True, unit="pixels")
 
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -453,10 +450,7 @@ def pair_modalities_by_label(
     """
     if not isinstance(sources, Mapping) or not sources:
         raise ValueError("sources must be a non-empty mapping {modality: (items, labels)}")
-    if per_class is not None and (
-        not isinstance(per_class, (int, np.integer)) or isinstance(per_class, bool) or per_class < 1
-    ):
-        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
+    check_int(per_class, "per_class", allow_none=True)
 
     # Where each class sits in each modality.
     positions: dict[str, dict[str, list[int]]] = {}

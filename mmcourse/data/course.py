@@ -32,6 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
+from mmcourse.checks import check_int
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven")
 COLOURS = {  # RGB in 0..1; picked to stay apart for colour-blind viewers too (blue/orange/...)
@@ -227,8 +229,7 @@ def make_course_dataset(seed: int = 0, size: str | Mapping[str, int] = "small",
         ``{"train": CourseSplit, "val": CourseSplit, "test": CourseSplit}`` (or the splits named
         in ``size``).
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(seed, "seed", minimum=0)
     if isinstance(size, str):
         if size not in SPLIT_SIZES:
             raise ValueError(f"unknown size {size!r}; expected one of {list(SPLIT_SIZES)} "

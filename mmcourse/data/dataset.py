@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmcourse.checks import describe
+
 #: The modalities of the course's dataset. ``MultimodalDataset`` accepts any other names too.
 MODALITIES = ("image", "audio", "text")
 
@@ -46,18 +48,6 @@ RESERVED_KEYS = ("label", "present")
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-def _describe(value: Any) -> str:
-    """A short description of a value for error messages: its type, and shape/dtype if it has one."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"numpy array of shape {value.shape} and dtype {value.dtype}"
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"str {text!r}"
-    return type(value).__name__
-
 
 def _numpy_to_tensor(array: np.ndarray) -> torch.Tensor:
     """``torch.from_numpy`` that also accepts read-only arrays (it copies those)."""
@@ -93,7 +83,7 @@ def _to_item(value: Any, modality: str, index: int) -> torch.Tensor | str:
             pass
     raise TypeError(
         f"modality {modality!r}, sample {index}: expected a tensor, a numpy array, a str or a "
-        f"list of numbers, got {_describe(value)}"
+        f"list of numbers, got {describe(value)}"
     )
 
 
@@ -159,7 +149,7 @@ class MultimodalDataset(Dataset):
         transforms: Mapping[str, Callable] | None = None,
     ) -> None:
         if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a mapping {{modality name: samples}}, got {_describe(data)}")
+            raise TypeError(f"data must be a mapping {{modality name: samples}}, got {describe(data)}")
         if len(data) == 0:
             raise ValueError(
                 "data is empty: expected at least one modality, e.g. {'image': images, 'audio': waveforms}"
@@ -202,7 +192,7 @@ class MultimodalDataset(Dataset):
         if isinstance(container, (str, bytes, Mapping)) or not isinstance(container, Iterable):
             raise TypeError(
                 f"modality {name!r}: expected a tensor, a numpy array or a sequence with one item "
-                f"per sample (e.g. a list of waveforms or of strings), got {_describe(container)}"
+                f"per sample (e.g. a list of waveforms or of strings), got {describe(container)}"
             )
         items = [_to_item(value, name, i) for i, value in enumerate(container)]
         kinds = {"str" if isinstance(item, str) else "tensor" for item in items}
@@ -248,7 +238,7 @@ class MultimodalDataset(Dataset):
         if present is None:
             return masks
         if not isinstance(present, Mapping):
-            raise TypeError(f"present must be a mapping {{modality: N booleans}}, got {_describe(present)}")
+            raise TypeError(f"present must be a mapping {{modality: N booleans}}, got {describe(present)}")
         for name, mask in present.items():
             if name not in self._data:
                 raise ValueError(
@@ -272,7 +262,7 @@ class MultimodalDataset(Dataset):
         if transforms is None:
             return {}
         if not isinstance(transforms, Mapping):
-            raise TypeError(f"transforms must be a mapping {{modality: callable}}, got {_describe(transforms)}")
+            raise TypeError(f"transforms must be a mapping {{modality: callable}}, got {describe(transforms)}")
         for name, transform in transforms.items():
             if name not in self._data:
                 raise ValueError(
@@ -280,7 +270,7 @@ class MultimodalDataset(Dataset):
                     f"{list(self._data)})"
                 )
             if not callable(transform):
-                raise TypeError(f"transforms[{name!r}] must be callable, got {_describe(transform)}")
+                raise TypeError(f"transforms[{name!r}] must be callable, got {describe(transform)}")
         return dict(transforms)
 
     # -- the Dataset protocol -------------------------------------------------------------------
@@ -293,7 +283,7 @@ class MultimodalDataset(Dataset):
         if isinstance(index, torch.Tensor) and index.dim() == 0:
             index = index.item()
         if not isinstance(index, (int, np.integer)) or isinstance(index, (bool, np.bool_)):
-            raise TypeError(f"index must be an integer, got {_describe(index)}")
+            raise TypeError(f"index must be an integer, got {describe(index)}")
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for a dataset of {n} samples (valid: 0..{n - 1})")
@@ -390,7 +380,7 @@ class MultimodalCollate:
             raise ValueError("cannot collate an empty batch (got a list with 0 samples)")
         for position, sample in enumerate(batch):
             if not isinstance(sample, Mapping):
-                raise TypeError(f"sample {position} of the batch is a {_describe(sample)}, expected a dict")
+                raise TypeError(f"sample {position} of the batch is a {describe(sample)}, expected a dict")
 
         modalities = [key for key in batch[0] if key not in RESERVED_KEYS]
         expected = set(batch[0])

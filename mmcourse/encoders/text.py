@@ -26,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from mmcourse.checks import check_int, check_texts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID = 0  # [PAD] is always the first special token, so its id is 0
@@ -47,24 +49,6 @@ MINILM_DIM = 384
 # --------------------------------------------------------------------------------------------
 # Input checks shared by the encoders
 # --------------------------------------------------------------------------------------------
-
-def _check_texts(texts: Any, what: str = "texts") -> list[str]:
-    """A non-empty list of str, or a clear error."""
-    if isinstance(texts, str):
-        raise TypeError(f"{what} must be a list of strings, got a single str {texts[:40]!r}; "
-                        f"wrap it in a list: [text]")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{what} is empty: expected at least one string")
-    bad = [(i, type(t).__name__) for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        i, kind = bad[0]
-        raise TypeError(f"{what} must all be str, but item {i} is a {kind} "
-                        f"({len(bad)} non-str item(s) in all); a missing text is the empty string ''")
-    return texts
-
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """Bool mask (B, max_len), True at positions ``t < lengths[b]`` (the real tokens)."""
@@ -209,10 +193,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 256, min_frequency: 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    texts = _check_texts(texts)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be an integer larger than the {len(SPECIAL_TOKENS)} "
-                         f"special tokens, got {vocab_size!r}")
+    texts = check_texts(texts)
+    check_int(vocab_size, "vocab_size", minimum=len(SPECIAL_TOKENS) + 1,
+              unit=f"more than the {len(SPECIAL_TOKENS)} special tokens")
     normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on spaces and punctuation
     counts: dict[str, int] = {}
@@ -251,10 +234,8 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int = 32) -> tuple[tor
         ``(ids, lengths)``: int64 (N, T) with T the longest encoded text (at most
         ``max_length``), and int64 (N,) the number of real tokens of each text.
     """
-    texts = _check_texts(texts)
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), "
-                         f"got {max_length!r}")
+    texts = check_texts(texts)
+    check_int(max_length, "max_length", minimum=2, unit="room for [CLS] and [SEP]")
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt", return_token_type_ids=False)
     ids = enc["input_ids"].long()
@@ -579,7 +560,7 @@ class PretrainedSentenceEncoder(nn.Module):
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Embeddings (N, 384) float32 on the CPU of ``texts``, computed in batches (texts
         sorted by length so that batches carry little padding; the order of ``texts`` is kept)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.empty(len(texts), self.out_dim)
         was_training = self.training

@@ -32,7 +32,8 @@ from mmcourse.data.tensors import TensorBatches
 from mmcourse.device import get_device
 from mmcourse.encoders.audio import AudioCNN
 from mmcourse.encoders.image import ImageCNN
-from mmcourse.encoders.text import BagOfWordsEncoder, tokenize, train_tokenizer
+from mmcourse.encoders.text import BagOfWordsEncoder
+from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
 from mmcourse.reproducibility import seed_everything
 from mmcourse.training import UnimodalClassifier, accuracy, fit
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mmcourse.classifier import UnimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, CourseSplit, make_course_dataset
 from mmcourse.data.tensors import TensorBatches
 from mmcourse.device import get_device
@@ -35,7 +36,7 @@ from mmcourse.encoders.image import ImageCNN
 from mmcourse.encoders.text import BagOfWordsEncoder
 from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
 from mmcourse.reproducibility import seed_everything
-from mmcourse.training import UnimodalClassifier, accuracy, fit
+from mmcourse.training import fit
 
 
 @dataclass
@@ -112,7 +113,7 @@ class CourseFeatures:
 
     Attributes:
         splits: split name -> :class:`FeatureSplit` ("train", "val", "test").
-        models: modality -> the trained :class:`~mmcourse.training.UnimodalClassifier` (its
+        models: modality -> the trained :class:`~mmcourse.classifier.UnimodalClassifier` (its
             ``encoder`` is the frozen feature extractor, its ``head`` the unimodal baseline).
         tokenizer: the text tokenizer learned on the training texts.
         classes: class names; seed: the training seed.
@@ -263,7 +264,10 @@ def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
+    # every module whose code shapes the frozen features: the data, the encoders, the classifier
+    # they train inside, the training loop and the argument checks these modules run
     for source in sorted([package / "features.py", package / "training.py",
+                          package / "classifier.py", package / "checks.py",
                           package / "data" / "course.py", package / "data" / "tensors.py",
                           *(package / "encoders").glob("*.py")]):
         digest.update(source.read_bytes())

@@ -15,6 +15,7 @@ Every function is seeded: the same seed gives the same encoders and the same fea
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -264,11 +265,36 @@ def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
-    # every module whose code shapes the frozen features: the data, the encoders, the classifier
-    # they train inside, the training loop and the argument checks these modules run
-    for source in sorted([package / "features.py", package / "training.py",
-                          package / "classifier.py", package / "checks.py",
-                          package / "data" / "course.py", package / "data" / "tensors.py",
-                          *(package / "encoders").glob("*.py")]):
+    for source in _source_files():
         digest.update(source.read_bytes())
     return root / "features" / f"seed{args['seed']}-{digest.hexdigest()[:16]}.pt"
+
+
+def _source_files() -> list[Path]:
+    """features.py and every mmcourse module it imports, directly or through other modules: the
+    code that shapes the frozen features. Read from the import statements, so that a module split
+    off later is covered without a list to keep up to date."""
+    package = Path(__file__).resolve().parent
+    todo, seen = [Path(__file__).resolve()], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "mmcourse" or len(parts) == 1:
+                    continue
+                module = package.joinpath(*parts[1:])
+                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
+                    if candidate.is_file():
+                        todo.append(candidate)
+                        break
+    return sorted(seen)

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmcourse.data.dataset import (
-    MODALITIES,
     MultimodalDataset,
     collate_multimodal,
     make_collate,
@@ -37,10 +36,6 @@ def make_dataset(**kwargs) -> MultimodalDataset:
 # --------------------------------------------------------------------------------------------
 # MultimodalDataset
 # --------------------------------------------------------------------------------------------
-
-def test_modalities_constant():
-    assert MODALITIES == ("image", "audio", "text")
-
 
 def test_getitem_structure_and_dtypes():
     ds = make_dataset()

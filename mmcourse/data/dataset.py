@@ -38,9 +38,6 @@ from torch.utils.data import Dataset
 
 from mmcourse.checks import describe
 
-#: The modalities of the course's dataset. ``MultimodalDataset`` accepts any other names too.
-MODALITIES = ("image", "audio", "text")
-
 #: Keys of a sample that are not modalities, so they cannot be used as modality names.
 RESERVED_KEYS = ("label", "present")
 
@@ -114,7 +111,8 @@ class MultimodalDataset(Dataset):
               arrays), strings, or token-id tensors/lists of different lengths.
 
             Any modality name works (``"video"``, ``"tabular"``...), except ``"label"`` and
-            ``"present"``. ``MODALITIES`` lists the course's own three.
+            ``"present"``. The course's own three are
+            ``mmcourse.data.course.MODALITY_NAMES``.
         labels: N integer class labels (list, numpy array or tensor), 0, 1, 2...
             Use ``mmcourse.data.adapters.encode_labels`` to turn string labels into integers.
         present: optional ``{name: N booleans}``; ``False`` marks the modality as missing for

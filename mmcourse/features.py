@@ -26,15 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from mmcourse.classifier import UnimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, CourseSplit, make_course_dataset
 from mmcourse.data.tensors import TensorBatches
 from mmcourse.device import get_device
-from mmcourse.encoders.audio import AudioCNN
-from mmcourse.encoders.image import ImageCNN
-from mmcourse.encoders.text import BagOfWordsEncoder
+from mmcourse.encoders.default import make_encoder
 from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
 from mmcourse.reproducibility import seed_everything
 from mmcourse.training import fit
@@ -93,19 +90,6 @@ def _batches(split: CourseSplit, tokenizer, modality: str, batch_size: int, shuf
     raw = raw_tensors(split, tokenizer, (modality,))
     return TensorBatches(raw, torch.from_numpy(split.labels), batch_size=batch_size,
                          shuffle=shuffle, seed=seed)
-
-
-def make_encoder(modality: str, dim: int, vocab_size: int | None = None) -> nn.Module:
-    """The course's default encoder of ``modality`` with ``dim`` output features."""
-    if modality == "image":
-        return ImageCNN(channels=(16, 32, 64), out_dim=dim)
-    if modality == "audio":
-        return AudioCNN(out_dim=dim)
-    if modality == "text":
-        if vocab_size is None:
-            raise ValueError("the text encoder needs vocab_size")
-        return BagOfWordsEncoder(vocab_size, out_dim=dim)
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
 
 
 @dataclass

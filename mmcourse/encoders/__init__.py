@@ -17,5 +17,6 @@ and what was given.
 Modules: ``image`` (CNN, torchvision ResNet backbone), ``audio`` (log-mel front end, CNN, GRU),
 ``text`` (bag of words, embedding bag, transformer encoder; re-exports the tokenizer and MiniLM),
 ``tokenizer`` (WordPiece tokenizer, text collate, token-id checks), ``minilm`` (the pretrained
-sentence encoder), ``masks`` (padding masks and the masked mean every sequence encoder uses).
+sentence encoder), ``masks`` (padding masks and the masked mean every sequence encoder uses),
+``default`` (``make_encoder``: the course's default encoder of each modality).
 """

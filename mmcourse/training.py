@@ -1,6 +1,6 @@
 """A small, readable training loop for models that take a batch dictionary.
 
-Every model in the course takes the dictionaries that :func:`mmcourse.data.dataset.collate_multimodal`
+Every model in the course takes the dictionaries that :func:`mmcourse.data.collate.collate_multimodal`
 makes (``{"image": ..., "audio": ..., "audio_lengths": ..., "text": ..., "label": ...,
 "present": {...}}``) and returns logits (B, num_classes). That one convention lets the same loop
 train a unimodal baseline (Part 1) and every fusion model (Part 2).

@@ -8,11 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmcourse.data.dataset import (
-    MultimodalDataset,
-    collate_multimodal,
-    make_collate,
-)
+from mmcourse.data.collate import make_collate
+from mmcourse.data.dataset import MultimodalDataset, collate_multimodal
 
 N = 6
 

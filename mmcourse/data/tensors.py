@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmcourse.checks import check_int
-from mmcourse.data.dataset import RESERVED_KEYS, collate_multimodal
+from mmcourse.data.collate import RESERVED_KEYS, collate_multimodal
 
 
 def _rows(value: Any) -> int:

@@ -204,7 +204,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int = 32) -> tuple[tor
 class TextCollate:
     """Collate function: course samples -> a batch whose ``text`` is token ids.
 
-    It calls :func:`mmcourse.data.dataset.collate_multimodal` (images stacked, audio padded,
+    It calls :func:`mmcourse.data.collate.collate_multimodal` (images stacked, audio padded,
     ``label``, ``present``) and then replaces the list of strings ``batch["text"]`` with
     ``text`` int64 (B, T) (right-padded with [PAD]) and ``text_lengths`` int64 (B,).
     A missing text (``""``, with ``present["text"] = False`` from the dataset) becomes
@@ -215,7 +215,7 @@ class TextCollate:
 
     def __init__(self, tokenizer, max_length: int = 32, keep_strings: bool = False,
                  base_collate=None):
-        from mmcourse.data.dataset import collate_multimodal
+        from mmcourse.data.collate import collate_multimodal
 
         if not callable(tokenizer):
             raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")

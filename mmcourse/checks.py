@@ -5,7 +5,7 @@ what was expected and shows what was given.
                                                     # integer, got 0
     check_int(size, "size", allow_none=True, unit="pixels")
     texts = check_texts(texts)                      # a non-empty list of str, or a clear error
-    describe(value)                                 # "tensor of shape (2, 3) and dtype torch.float32"
+    describe(value)             # "tensor of shape (2, 3) and dtype torch.float32"
 """
 from __future__ import annotations
 

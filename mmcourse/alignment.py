@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
 from mmcourse.device import get_device
 from mmcourse.progress import progress
 from mmcourse.training import to_device
@@ -115,8 +116,7 @@ class DualEncoder(nn.Module):
             got = list(encoders) if isinstance(encoders, Mapping) else type(encoders).__name__
             raise ValueError(f"DualEncoder needs a dict of exactly two modality -> encoder "
                              f"entries, got {got}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        check_int(dim, "dim")
         for m, enc in encoders.items():
             if not hasattr(enc, "out_dim"):
                 raise TypeError(f"the {m} encoder {type(enc).__name__} has no out_dim attribute; "
@@ -183,8 +183,7 @@ def train_dual_encoder(model: DualEncoder, loader: Iterable[Mapping[str, Any]], 
     ``optimizer`` is given. After each step the log scale is clamped to [0, log 100], as OpenCLIP
     does, so the parameter itself stays in range. Returns an :class:`AlignmentHistory`.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_int(epochs, "epochs")
     device = get_device(device)
     model.to(device)
     if optimizer is None:
@@ -279,8 +278,7 @@ def _check_positives(positives: Any, q: int, g: int | None = None) -> torch.Tens
 def _check_ks(k: int | Sequence[int], g: int) -> tuple[int, ...]:
     ks = (k,) if isinstance(k, int) else tuple(k)
     for kk in ks:
-        if isinstance(kk, bool) or not isinstance(kk, int) or kk < 1:
-            raise ValueError(f"every k must be a positive integer, got {kk!r}")
+        check_int(kk, "every k")
         if kk > g:
             raise ValueError(f"k={kk} is larger than the gallery ({g} items)")
     return ks

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
 from mmcourse.device import get_device
 from mmcourse.training import History, accuracy, fit
 
@@ -137,9 +138,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module,
     The file is written next to ``path`` and then renamed over it, so an interrupted save never
     leaves a half-written checkpoint behind.
     """
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative integer (the last finished epoch), got "
-                         f"{epoch!r}")
+    check_int(epoch, "epoch", minimum=0, unit="the last finished epoch")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -272,8 +271,7 @@ def fit_resumable(model: nn.Module, train_loader: Iterable[dict],
     before the resume included: ``train_loss`` per epoch and, with ``val_loader``,
     ``val_accuracy``; the model ends with its last weights (no best-epoch rollback).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_int(epochs, "epochs")
     device = get_device(device)
     model.to(device)
     gen = getattr(train_loader, "generator", None)

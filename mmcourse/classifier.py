@@ -1,4 +1,7 @@
-"""Encoders + fusion + head in one module: the multimodal classifier of Parts 2 to 4.
+"""The course's classifiers: ``batch dict -> logits (B, num_classes)``.
+
+:class:`UnimodalClassifier` is one encoder plus a linear head (the baselines of Part 1);
+:class:`MultimodalClassifier` is encoders + fusion + head, the model of Parts 2 to 4:
 
     model = MultimodalClassifier(
         encoders={"image": ImageCNN(out_dim=64), "audio": AudioCNN(out_dim=64), "text": None},
@@ -20,6 +23,31 @@ import torch
 import torch.nn as nn
 
 from mmcourse.fusion import Fusion
+
+
+class UnimodalClassifier(nn.Module):
+    """An encoder of one modality plus a linear head: ``batch dict -> logits``.
+
+    Passes ``batch[modality]`` to the encoder, and ``lengths=batch[f"{modality}_lengths"]`` too
+    when the batch has them (padded audio or token ids).
+    """
+
+    def __init__(self, encoder: nn.Module, modality: str, num_classes: int):
+        super().__init__()
+        if not hasattr(encoder, "out_dim"):
+            raise TypeError(f"the encoder {type(encoder).__name__} has no out_dim attribute; "
+                            f"course encoders say how many features they return")
+        self.encoder, self.modality = encoder, modality
+        self.head = nn.Linear(encoder.out_dim, num_classes)
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if self.modality not in batch:
+            raise KeyError(f"this classifier reads modality {self.modality!r} but the batch has "
+                           f"{sorted(k for k in batch if k not in ('label', 'present'))}")
+        lengths = batch.get(f"{self.modality}_lengths")
+        features = (self.encoder(batch[self.modality], lengths=lengths) if lengths is not None
+                    else self.encoder(batch[self.modality]))
+        return self.head(features)
 
 
 class MultimodalClassifier(nn.Module):

@@ -22,26 +22,21 @@ course features of notebook 08). Rank 0 prints the loss of each epoch and writes
 ``results.json`` (settings, loss per optimizer step, every rank's weight checksum, the largest
 weight difference between ranks) and ``model.pt`` (the trained ``state_dict``) into ``--out``.
 
-From Python (a notebook), :func:`launch` builds that command, runs it and returns the results;
-:func:`train_single_process` trains the same model on the same global batches in one process,
-for comparison; :func:`torchrun_function` runs a small self-contained function on several
-processes (the all-reduce demo of the notebook).
+This module is the worker (what every rank runs) and the single-process comparison
+(:func:`train_single_process`: the same model on the same global batches in one process). The
+data layout and its helpers are in :mod:`mmcourse.distributed_data`; starting runs from Python
+(:func:`launch`, :func:`torchrun_function`) is in :mod:`mmcourse.distributed_launch`. Notebook 08
+imports all of them from here.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import hashlib
-import inspect
 import json
 import os
-import shlex
-import subprocess
-import sys
-import tempfile
-import textwrap
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,93 +46,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from mmcourse.checks import check_int
 from mmcourse.classifier import MultimodalClassifier
+# The data and the launcher have their own modules; notebook 08 imports save_features, launch,
+# torchrun_function and command_text from here, with the training they serve.
+from mmcourse.distributed_data import (Data, check_data, data_to, load_data,  # noqa: F401
+                                       save_features, take)
+from mmcourse.distributed_launch import command_text, launch, torchrun_function  # noqa: F401
 from mmcourse.fusion import ConcatFusion
 
 #: Environment variables torchrun sets in every process it starts.
 TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 BACKENDS = ("auto", "gloo", "nccl")
-
-Data = dict[str, Any]   # {"features": {m: (N, D)}, "present": {m: bool (N,)}, "labels": (N,)}
-
-
-# ------------------------------------------------------------------------------------ data
-
-def save_features(split: Any, path: str | os.PathLike) -> Path:
-    """Write the pooled features of a :class:`~mmcourse.features.FeatureSplit` to ``path`` in
-    the form ``--data`` reads: ``{"features": {m: float (N, D)}, "present": {m: bool (N,)},
-    "labels": int64 (N,)}``. Returns the path."""
-    path = Path(path)
-    data = {"features": {m: x.detach().cpu().float().contiguous() for m, x in split.pooled.items()},
-            "present": {m: p.detach().cpu().bool() for m, p in split.present.items()},
-            "labels": split.labels.detach().cpu().long()}
-    check_data(data)
-    torch.save(data, path)
-    return path
-
-
-def synthetic_data(n: int = 2048, dims: Mapping[str, int] | None = None, num_classes: int = 8,
-                   seed: int = 0) -> Data:
-    """A seeded stand-in for course features: each class has a random mean per modality, each
-    sample is its class mean plus Gaussian noise (N samples, ``dims`` features per modality,
-    every modality present). Used by default and by the tests."""
-    if n < 1 or num_classes < 2:
-        raise ValueError(f"need n >= 1 and num_classes >= 2, got n={n}, num_classes={num_classes}")
-    dims = dict(dims or {"image": 16, "audio": 16, "text": 16})
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(num_classes, (n,), generator=gen)
-    features = {}
-    for m, d in dims.items():
-        means = torch.randn(num_classes, d, generator=gen)
-        features[m] = means[labels] + 1.5 * torch.randn(n, d, generator=gen)
-    present = {m: torch.ones(n, dtype=torch.bool) for m in dims}
-    return {"features": features, "present": present, "labels": labels}
-
-
-def check_data(data: Any) -> Data:
-    """Raise a ValueError unless ``data`` has the layout of :func:`save_features`; return it."""
-    if not isinstance(data, Mapping) or not {"features", "present", "labels"} <= set(data):
-        keys = sorted(data) if isinstance(data, Mapping) else type(data).__name__
-        raise ValueError(f"expected a dict with 'features', 'present' and 'labels', got {keys}")
-    labels = data["labels"]
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
-        raise ValueError("data['labels'] must be an int64 tensor of shape (N,)")
-    n = len(labels)
-    for m, x in data["features"].items():
-        if not isinstance(x, torch.Tensor) or x.ndim != 2 or len(x) != n:
-            raise ValueError(f"data['features'][{m!r}] must be a float tensor (N={n}, D), got "
-                             f"{getattr(x, 'shape', type(x).__name__)}")
-    for m, p in data["present"].items():
-        if m not in data["features"] or not isinstance(p, torch.Tensor) or p.shape != (n,):
-            raise ValueError(f"data['present'][{m!r}] must be a bool tensor of shape ({n},) for "
-                             f"a modality of data['features']")
-    return dict(data)
-
-
-def load_data(source: str | os.PathLike, seed: int = 0) -> Data:
-    """``"synthetic"`` (see :func:`synthetic_data`) or a file written by :func:`save_features`."""
-    if str(source) == "synthetic":
-        return synthetic_data(seed=seed)
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {source!r}: no such file; give 'synthetic' or a file "
-                                f"written by mmcourse.distributed.save_features")
-    return check_data(torch.load(path, weights_only=True))
-
-
-def take(data: Data, index: torch.Tensor) -> dict[str, Any]:
-    """The batch dict ``{m: (B, D), "present": {m: (B,)}, "label": (B,)}`` of rows ``index``."""
-    batch: dict[str, Any] = {m: x[index] for m, x in data["features"].items()}
-    batch["present"] = {m: p[index] for m, p in data["present"].items()}
-    batch["label"] = data["labels"][index]
-    return batch
-
-
-def data_to(data: Data, device: torch.device | str) -> Data:
-    """A copy of ``data`` with every tensor on ``device``."""
-    return {"features": {m: x.to(device) for m, x in data["features"].items()},
-            "present": {m: p.to(device) for m, p in data["present"].items()},
-            "labels": data["labels"].to(device)}
 
 
 # ------------------------------------------------------------------------------- sharding
@@ -174,9 +94,8 @@ def check_sizes(n: int, world_size: int, batch_size: int | None = None,
     Give either ``batch_size`` (per rank, per micro-step) or ``global_batch_size``, which must be
     divisible by ``world_size * accum_steps``. Raises ValueError with what to change.
     """
-    for name, value in (("world size", world_size), ("accumulation steps", accum_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int(world_size, "world size")
+    check_int(accum_steps, "accumulation steps")
     if (batch_size is None) == (global_batch_size is None):
         raise ValueError("give exactly one of batch_size (per rank) and global_batch_size")
     if global_batch_size is not None:
@@ -186,8 +105,7 @@ def check_sizes(n: int, world_size: int, batch_size: int | None = None,
                 f"{world_size} x accumulation steps {accum_steps} = {world_size * accum_steps}; "
                 f"choose a multiple of {world_size * accum_steps} or give --batch-size per rank")
         batch_size = global_batch_size // (world_size * accum_steps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"the per-rank batch size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "the per-rank batch size")
     per_rank = -(-n // world_size)
     if per_rank < batch_size * accum_steps:
         raise ValueError(
@@ -397,91 +315,6 @@ def train_single_process(data: Data, world_size: int, batch_size: int, accum_ste
     finally:
         torch.set_num_threads(before)
     return model, losses
-
-
-# ------------------------------------------------------------------------------ launching
-
-def torchrun_command(nproc_per_node: int = 2) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node=N`` with this Python
-    (a bare ``torchrun`` may not be on a notebook kernel's PATH). ``--standalone`` starts a
-    rendezvous on this machine on a free port."""
-    if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1:
-        raise ValueError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc_per_node}"]
-
-
-def _run(command: list[str], threads: int, timeout: float) -> subprocess.CompletedProcess:
-    # one thread per rank: several ranks share the cores, and torchrun prints a banner when
-    # OMP_NUM_THREADS is unset
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("MMCOURSE_FIGURE_AUDIT", None)   # the ranks draw no figures: skip matplotlib
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        lines = (proc.stdout + proc.stderr).strip().splitlines()
-        errors = [ln for ln in lines if "Error" in ln and not ln.lstrip().startswith("File ")]
-        hint = f"\nfirst error line: {errors[0].strip()}" if errors else ""
-        raise RuntimeError(f"torchrun exited with status {proc.returncode}{hint}\nlast lines of "
-                           f"its output:\n" + "\n".join(lines[-15:]))
-    return proc
-
-
-def launch(nproc_per_node: int = 2, *, out: str | os.PathLike, data: str | os.PathLike = "synthetic",
-           epochs: int = 5, batch_size: int | None = 64, accum_steps: int = 1,
-           global_batch_size: int | None = None, lr: float = 2e-3, seed: int = 0,
-           hidden: int = 64, backend: str = "auto", threads: int = 1,
-           timeout: float = 300) -> dict[str, Any]:
-    """Run ``python -m torch.distributed.run --standalone --nproc_per_node=N -m
-    mmcourse.distributed ...`` and return rank 0's results (see the module docstring), plus
-    ``command`` (list of str), ``log`` (rank 0's printed lines) and ``wall_seconds`` (start-up
-    included). Raises RuntimeError with the end of the output when a rank fails."""
-    if global_batch_size is not None:
-        batch_size = None
-    command = torchrun_command(nproc_per_node) + [
-        "-m", "mmcourse.distributed", "--data", str(data), "--out", str(out),
-        "--epochs", str(epochs), "--accum-steps", str(accum_steps), "--lr", str(lr),
-        "--seed", str(seed), "--hidden", str(hidden), "--backend", backend]
-    command += ["--batch-size", str(batch_size)] if global_batch_size is None else \
-        ["--global-batch-size", str(global_batch_size)]
-    start = time.perf_counter()
-    proc = _run(command, threads, timeout)
-    wall = time.perf_counter() - start
-    results = json.loads((Path(out) / "results.json").read_text())
-    results.update(command=command, log=[ln for ln in proc.stdout.splitlines() if ln.strip()],
-                   wall_seconds=wall)
-    return results
-
-
-def torchrun_function(fn: Callable[[], Any], nproc_per_node: int = 2, threads: int = 1,
-                      timeout: float = 120) -> list[Any]:
-    """Run a small self-contained function on ``nproc_per_node`` processes with torchrun and
-    return what each rank's call returned, in rank order.
-
-    ``fn`` takes no arguments and may use only ``torch``, ``dist`` (torch.distributed), ``os``
-    and what it imports itself: its source code is written into a temporary script (header
-    ``import os, torch, torch.distributed as dist``), which torchrun starts; each rank saves
-    ``fn()`` with ``torch.save`` (tensors, numbers, lists, dicts).
-    """
-    source = textwrap.dedent(inspect.getsource(fn))
-    with tempfile.TemporaryDirectory(prefix="mmcourse-torchrun-") as tmp:
-        script = Path(tmp) / "script.py"
-        script.write_text(
-            "import os\nimport torch\nimport torch.distributed as dist\n\n" + source +
-            f"\n\nif __name__ == '__main__':\n"
-            f"    _result = {fn.__name__}()\n"
-            f"    torch.save(_result, os.path.join({tmp!r}, f\"rank{{os.environ['RANK']}}.pt\"))\n")
-        _run(torchrun_command(nproc_per_node) + [str(script)], threads, timeout)
-        return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True)
-                for r in range(nproc_per_node)]
-
-
-def command_text(command: Sequence[str], replace: Mapping[str, str] | None = None) -> str:
-    """A command list as one shell line: this Python as ``python``, and ``replace`` applied
-    (e.g. a temporary folder -> ``$RUN``)."""
-    text = shlex.join(["python" if c == sys.executable else c for c in command])
-    for old, new in (replace or {}).items():
-        text = text.replace(old, new)
-    return text
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -15,6 +15,7 @@ Every function is seeded: the same seed gives the same encoders and the same fea
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -25,16 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
+from mmcourse.classifier import UnimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, CourseSplit, make_course_dataset
 from mmcourse.data.tensors import TensorBatches
 from mmcourse.device import get_device
-from mmcourse.encoders.audio import AudioCNN
-from mmcourse.encoders.image import ImageCNN
-from mmcourse.encoders.text import BagOfWordsEncoder, tokenize, train_tokenizer
+from mmcourse.encoders.default import make_encoder
+from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
 from mmcourse.reproducibility import seed_everything
-from mmcourse.training import UnimodalClassifier, accuracy, fit
+from mmcourse.training import fit
 
 
 @dataclass
@@ -92,26 +92,13 @@ def _batches(split: CourseSplit, tokenizer, modality: str, batch_size: int, shuf
                          shuffle=shuffle, seed=seed)
 
 
-def make_encoder(modality: str, dim: int, vocab_size: int | None = None) -> nn.Module:
-    """The course's default encoder of ``modality`` with ``dim`` output features."""
-    if modality == "image":
-        return ImageCNN(channels=(16, 32, 64), out_dim=dim)
-    if modality == "audio":
-        return AudioCNN(out_dim=dim)
-    if modality == "text":
-        if vocab_size is None:
-            raise ValueError("the text encoder needs vocab_size")
-        return BagOfWordsEncoder(vocab_size, out_dim=dim)
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_NAMES}")
-
-
 @dataclass
 class CourseFeatures:
     """Frozen encoders trained on the course data and the features they give.
 
     Attributes:
         splits: split name -> :class:`FeatureSplit` ("train", "val", "test").
-        models: modality -> the trained :class:`~mmcourse.training.UnimodalClassifier` (its
+        models: modality -> the trained :class:`~mmcourse.classifier.UnimodalClassifier` (its
             ``encoder`` is the frozen feature extractor, its ``head`` the unimodal baseline).
         tokenizer: the text tokenizer learned on the training texts.
         classes: class names; seed: the training seed.
@@ -262,8 +249,36 @@ def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
-    for source in sorted([package / "features.py", package / "training.py",
-                          package / "data" / "course.py", package / "data" / "tensors.py",
-                          *(package / "encoders").glob("*.py")]):
+    for source in _source_files():
         digest.update(source.read_bytes())
     return root / "features" / f"seed{args['seed']}-{digest.hexdigest()[:16]}.pt"
+
+
+def _source_files() -> list[Path]:
+    """features.py and every mmcourse module it imports, directly or through other modules: the
+    code that shapes the frozen features. Read from the import statements, so that a module split
+    off later is covered without a list to keep up to date."""
+    package = Path(__file__).resolve().parent
+    todo, seen = [Path(__file__).resolve()], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != "mmcourse" or len(parts) == 1:
+                    continue
+                module = package.joinpath(*parts[1:])
+                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
+                    if candidate.is_file():
+                        todo.append(candidate)
+                        break
+    return sorted(seen)

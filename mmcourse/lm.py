@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mmcourse.checks import check_texts
+
 SPECIAL = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
@@ -36,20 +38,6 @@ def _quiet_transformers() -> None:
     transformers.logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
 
 
-def _check_texts(texts, what: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{what} must be a list of strings, got a single str {texts[:40]!r}; "
-                        f"wrap it in a list: [text]")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"{what} is empty: expected at least one string")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{what} must all be str, but item {bad[0]} is a "
-                        f"{type(texts[bad[0]]).__name__}")
-    return texts
-
-
 def train_word_tokenizer(texts: Sequence[str]):
     """A word-level tokenizer learned from ``texts``: one id per distinct lower-cased word or
     punctuation mark, after the special tokens ``<pad> <bos> <eos> <unk>`` (ids 0-3).
@@ -61,7 +49,7 @@ def train_word_tokenizer(texts: Sequence[str]):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -76,7 +64,7 @@ def encode(tokenizer, texts: Sequence[str], bos: bool = True, eos: bool = True,
     """Token ids int64 (B, T) and attention mask int64 (B, T) (1 = real token) of ``texts``,
     padded with ``<pad>`` on ``side`` ("right" or "left") to the longest text, with ``<bos>``
     before and ``<eos>`` after each text when asked."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     rows = [([BOS_ID] if bos else []) + tokenizer(t, add_special_tokens=False)["input_ids"]

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from mmcourse.checks import check_int
+
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (CPU and every GPU) with ``seed``.
@@ -21,8 +23,7 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
         A ``torch.Generator`` seeded with ``seed``, handy for ``DataLoader(generator=...)`` so
         that shuffling, and the seeds of worker processes, repeat too.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(seed, "seed", minimum=0)
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

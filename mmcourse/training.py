@@ -1,6 +1,6 @@
 """A small, readable training loop for models that take a batch dictionary.
 
-Every model in the course takes the dictionaries that :func:`mmcourse.data.dataset.collate_multimodal`
+Every model in the course takes the dictionaries that :func:`mmcourse.data.collate.collate_multimodal`
 makes (``{"image": ..., "audio": ..., "audio_lengths": ..., "text": ..., "label": ...,
 "present": {...}}``) and returns logits (B, num_classes). That one convention lets the same loop
 train a unimodal baseline (Part 1) and every fusion model (Part 2).
@@ -19,6 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
+# UnimodalClassifier lives beside MultimodalClassifier; notebooks 01-03, 05, 09 and 11 import
+# it from here, with the loop that trains it.
+from mmcourse.classifier import UnimodalClassifier  # noqa: F401
 from mmcourse.device import get_device
 from mmcourse.progress import progress
 
@@ -106,11 +110,8 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
         amp: mixed precision: None (float32), ``"bf16"`` (bfloat16 autocast, CPU or GPU) or
             ``"fp16"`` (float16 autocast with a gradient scaler; CUDA only).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
-                                 or patience < 1):
-        raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
+    check_int(epochs, "epochs")
+    check_int(patience, "patience", allow_none=True)
     device = get_device(device)
     autocast, scaler = mixed_precision(amp, device)
     model.to(device)
@@ -221,28 +222,3 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
                          f"{int(min(preds.min(), labels.min()))} to {int(max(preds.max(), labels.max()))}")
     return torch.bincount(labels * num_classes + preds, minlength=num_classes ** 2).view(
         num_classes, num_classes)
-
-
-class UnimodalClassifier(nn.Module):
-    """An encoder of one modality plus a linear head: ``batch dict -> logits``.
-
-    Passes ``batch[modality]`` to the encoder, and ``lengths=batch[f"{modality}_lengths"]`` too
-    when the batch has them (padded audio or token ids).
-    """
-
-    def __init__(self, encoder: nn.Module, modality: str, num_classes: int):
-        super().__init__()
-        if not hasattr(encoder, "out_dim"):
-            raise TypeError(f"the encoder {type(encoder).__name__} has no out_dim attribute; "
-                            f"course encoders say how many features they return")
-        self.encoder, self.modality = encoder, modality
-        self.head = nn.Linear(encoder.out_dim, num_classes)
-
-    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        if self.modality not in batch:
-            raise KeyError(f"this classifier reads modality {self.modality!r} but the batch has "
-                           f"{sorted(k for k in batch if k not in ('label', 'present'))}")
-        lengths = batch.get(f"{self.modality}_lengths")
-        features = (self.encoder(batch[self.modality], lengths=lengths) if lengths is not None
-                    else self.encoder(batch[self.modality]))
-        return self.head(features)

@@ -14,12 +14,11 @@ from mmcourse.data.adapters import (
     ImageFolderData,
     TextFileData,
     digits_images,
-    encode_labels,
     load_audio_folder,
     load_image_folder,
     load_text_file,
-    pair_modalities_by_label,
 )
+from mmcourse.data.pairing import encode_labels, pair_modalities_by_label
 from mmcourse.data.dataset import MultimodalDataset, collate_multimodal
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmcourse.data import course
+from mmcourse.data import course, render
 from mmcourse.data.course import (COLOURS, DIGITS, MODALITY_NAMES, POSITIONS, QUALITY_LEVELS,
                                   QUALITY_PROBS, SAMPLE_RATE, SHAPES, SIZES, CourseSplit,
                                   make_course_dataset)
@@ -22,7 +22,7 @@ FIELDS = ("images", "audio", "audio_lengths", "labels", "attributes", "quality")
 
 
 def _named(text: str, words: dict[str, tuple[str, ...]]) -> set[str]:
-    """The classes whose words (see course._SHAPE_WORDS / _DIGIT_WORDS) appear in ``text``."""
+    """The classes whose words (see render._SHAPE_WORDS / _DIGIT_WORDS) appear in ``text``."""
     low = text.lower()
     return {cls for cls, options in words.items()
             if any(re.search(rf"\b{re.escape(w)}\b", low) for w in options)}
@@ -219,7 +219,7 @@ def test_all_clean_override():
     assert set(s.quality_names("image").tolist()) == {"clean"}
     assert set(s.quality_names("text").tolist()) == {"informative"}
     for text, label in zip(s.texts, s.labels):
-        assert _named(text, course._SHAPE_WORDS) == {SHAPES[label]}, text
+        assert _named(text, render._SHAPE_WORDS) == {SHAPES[label]}, text
 
 
 def test_partial_override_keeps_other_defaults():
@@ -237,7 +237,7 @@ def test_texts_match_their_quality(big_train):
     levels = s.quality_names("text")
     seen = set()
     for text, label, level in zip(s.texts, s.labels, levels):
-        named = _named(text, course._SHAPE_WORDS)
+        named = _named(text, render._SHAPE_WORDS)
         right = SHAPES[label]
         if level == "informative":
             assert named == {right}, text
@@ -245,7 +245,7 @@ def test_texts_match_their_quality(big_train):
             assert len(named) == 1 and right not in named, (text, right)
         elif level == "uninformative":
             assert named == set(), text
-            assert any(re.search(rf"\b{w}\b", text.lower()) for w in course._VAGUE_WORDS), text
+            assert any(re.search(rf"\b{w}\b", text.lower()) for w in render._VAGUE_WORDS), text
         else:
             assert text == ""
         seen.add(level)
@@ -254,7 +254,7 @@ def test_texts_match_their_quality(big_train):
 
 def test_misleading_texts_cover_many_wrong_classes(big_train):
     s = big_train
-    wrong = [_named(t, course._SHAPE_WORDS).pop()
+    wrong = [_named(t, render._SHAPE_WORDS).pop()
              for t, lv in zip(s.texts, s.quality_names("text")) if lv == "misleading"]
     assert len(set(wrong)) >= 6
 
@@ -267,11 +267,11 @@ def test_texts_mention_the_attributes(big_train):
         low = text.lower()
         assert list(COLOURS)[colour] in low, text
         # one template ("{colour} {shape} {where}") leaves the size out; none names a wrong one
-        sizes_named = _named(text, course._SIZE_WORDS)
+        sizes_named = _named(text, render._SIZE_WORDS)
         assert sizes_named <= {SIZES[size]}, text
-        phrases = course._POSITION_PHRASES[POSITIONS[position]]
+        phrases = render._POSITION_PHRASES[POSITIONS[position]]
         assert any(p in low for p in phrases), text
-    with_size = [t for t in s.texts if _named(t, course._SIZE_WORDS)]
+    with_size = [t for t in s.texts if _named(t, render._SIZE_WORDS)]
     assert len(with_size) > 0.7 * sum(map(bool, s.texts))
 
 
@@ -328,7 +328,7 @@ def test_digits_classes_and_images(digits):
 
 def test_digits_texts_name_digits(digits):
     levels = digits.quality_names("text")
-    words = course._DIGIT_WORDS
+    words = render._DIGIT_WORDS
     for text, label, level in zip(digits.texts, digits.labels, levels):
         named = _named(text, words)
         right = DIGITS[label]
@@ -336,7 +336,7 @@ def test_digits_texts_name_digits(digits):
             assert right in named, text
         elif level == "misleading":
             assert named - {right}, (text, right)
-        assert not _named(text, course._SHAPE_WORDS), text
+        assert not _named(text, render._SHAPE_WORDS), text
     informative = [t for t, lv in zip(digits.texts, levels) if lv == "informative"]
     assert any("digit" in t or "number" in t for t in informative)
 
@@ -351,7 +351,7 @@ def test_digits_texts_read_well(digits):
 def test_digits_texts_name_only_their_digit(digits):
     """No template may contain a digit word ("one red star" would name digit 1)."""
     for text, label, level in zip(digits.texts, digits.labels, digits.quality_names("text")):
-        named = _named(text, course._DIGIT_WORDS)
+        named = _named(text, render._DIGIT_WORDS)
         if level == "informative":
             assert named == {DIGITS[label]}, text
         elif level == "uninformative":
@@ -360,12 +360,12 @@ def test_digits_texts_name_only_their_digit(digits):
 
 def test_fixed_words_name_no_class():
     """Templates, size words, position phrases and vague words never contain a class word."""
-    fixed = list(course._TEMPLATES) + list(course._VAGUE_WORDS) + list(COLOURS)
-    fixed += [w for ws in course._SIZE_WORDS.values() for w in ws]
-    fixed += [p for ps in course._POSITION_PHRASES.values() for p in ps]
+    fixed = list(render._TEMPLATES) + list(render._VAGUE_WORDS) + list(COLOURS)
+    fixed += [w for ws in render._SIZE_WORDS.values() for w in ws]
+    fixed += [p for ps in render._POSITION_PHRASES.values() for p in ps]
     for text in fixed:
-        assert not _named(text, course._SHAPE_WORDS), text
-        assert not _named(text, course._DIGIT_WORDS), text
+        assert not _named(text, render._SHAPE_WORDS), text
+        assert not _named(text, render._DIGIT_WORDS), text
 
 
 def test_digits_caption(digits):

@@ -8,12 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmcourse.data.dataset import (
-    MODALITIES,
-    MultimodalDataset,
-    collate_multimodal,
-    make_collate,
-)
+from mmcourse.data.collate import make_collate
+from mmcourse.data.dataset import MultimodalDataset, collate_multimodal
 
 N = 6
 
@@ -37,10 +33,6 @@ def make_dataset(**kwargs) -> MultimodalDataset:
 # --------------------------------------------------------------------------------------------
 # MultimodalDataset
 # --------------------------------------------------------------------------------------------
-
-def test_modalities_constant():
-    assert MODALITIES == ("image", "audio", "text")
-
 
 def test_getitem_structure_and_dtypes():
     ds = make_dataset()

@@ -9,6 +9,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from mmcourse import distributed as D
+from mmcourse import distributed_data as DD
+from mmcourse import distributed_launch as DL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,16 +52,16 @@ def test_check_sizes():
 
 
 def test_data_layout_and_errors(tmp_path):
-    data = D.synthetic_data(n=64, dims={"image": 5, "text": 3}, seed=1)
+    data = DD.synthetic_data(n=64, dims={"image": 5, "text": 3}, seed=1)
     assert data["features"]["image"].shape == (64, 5) and data["labels"].dtype == torch.int64
     batch = D.take(data, torch.tensor([3, 1]))
     assert batch["image"].shape == (2, 5) and batch["present"]["text"].tolist() == [True, True]
     with pytest.raises(ValueError, match="'features', 'present' and 'labels'"):
-        D.check_data({"features": {}})
+        DD.check_data({"features": {}})
     with pytest.raises(ValueError, match="data\\['features'\\]\\['image'\\]"):
-        D.check_data({**data, "features": {"image": torch.zeros(3, 5)}})
+        DD.check_data({**data, "features": {"image": torch.zeros(3, 5)}})
     with pytest.raises(FileNotFoundError, match="synthetic"):
-        D.load_data(tmp_path / "missing.pt")
+        DD.load_data(tmp_path / "missing.pt")
 
 
 def test_save_features_round_trip(tmp_path):
@@ -68,14 +70,14 @@ def test_save_features_round_trip(tmp_path):
         present = {"image": torch.ones(10, dtype=torch.bool)}
         labels = torch.arange(10) % 3
     path = D.save_features(Split(), tmp_path / "f.pt")
-    data = D.load_data(path)
+    data = DD.load_data(path)
     assert torch.equal(data["features"]["image"], Split.pooled["image"])
 
 
 # -------------------------------------------------------------------- gradient accumulation
 
 def test_accumulation_equals_one_big_batch():
-    data = D.synthetic_data(n=96, seed=2)
+    data = DD.synthetic_data(n=96, seed=2)
     grads = []
     for k in (1, 3):
         model = D.make_model({m: 16 for m in ("image", "audio", "text")}, seed=0)
@@ -92,7 +94,7 @@ def test_accumulation_equals_one_big_batch():
 
 
 def test_single_process_reference_is_deterministic():
-    data = D.synthetic_data(n=256, seed=0)
+    data = DD.synthetic_data(n=256, seed=0)
     a, losses_a = D.train_single_process(data, 2, 16, 2, epochs=2)
     b, losses_b = D.train_single_process(data, 2, 16, 2, epochs=2)
     assert losses_a == losses_b and D.checksum(a) == D.checksum(b)
@@ -125,7 +127,7 @@ def test_cli_errors(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         D.parse_args(["--backend", "mpi"])
     with pytest.raises(ValueError, match="nproc_per_node"):
-        D.torchrun_command(0)
+        DL.torchrun_command(0)
 
 
 def test_help_without_torchrun():
@@ -146,7 +148,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     assert res["max_rank_difference"] == 0.0
     assert res["log"][0].startswith("epoch 1/2: mean training loss")
     assert res["steps"] == 2 * (1024 // 64) and res["losses"][-1] < res["losses"][0]
-    data = D.synthetic_data(seed=1)
+    data = DD.synthetic_data(seed=1)
     single, losses = D.train_single_process(data, 2, 32, 2, epochs=2, lr=3e-3, seed=1)
     ddp = D.make_model({m: 16 for m in ("image", "audio", "text")}, seed=1)
     ddp.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))

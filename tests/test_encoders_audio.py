@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmcourse.data.dataset import collate_multimodal
-from mmcourse.encoders.audio import AudioCNN, AudioGRU, LogMel, lengths_to_mask
+from mmcourse.encoders.audio import AudioCNN, AudioGRU, LogMel
+from mmcourse.encoders.masks import lengths_to_mask
 
 SR = 8000
 

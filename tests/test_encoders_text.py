@@ -14,7 +14,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import transformers  # noqa: E402
 
 from mmcourse.data.dataset import MultimodalDataset  # noqa: E402
+from mmcourse.encoders import masks  # noqa: E402
+from mmcourse.encoders import minilm as M  # noqa: E402
 from mmcourse.encoders import text as T  # noqa: E402
+from mmcourse.encoders import tokenizer as TK  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
@@ -31,7 +34,7 @@ def tokenizer():
 # ---------------------------------------------------------------- tokenizer
 
 def test_tokenizer_special_tokens_lowercase_and_template(tokenizer):
-    assert tokenizer.convert_ids_to_tokens(list(range(5))) == list(T.SPECIAL_TOKENS)
+    assert tokenizer.convert_ids_to_tokens(list(range(5))) == list(TK.SPECIAL_TOKENS)
     assert tokenizer.pad_token_id == 0
     ids = tokenizer("A BIG Star")["input_ids"]
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
@@ -51,11 +54,11 @@ def test_tokenizer_is_deterministic_and_respects_vocab_size():
 
 
 def test_learn_wordpiece_vocab_merges_most_frequent_pair_first():
-    vocab = T.learn_wordpiece_vocab({"ab": 5, "ac": 2}, vocab_size=100)
-    base = list(T.SPECIAL_TOKENS) + ["a", "##b", "##c"]
+    vocab = TK.learn_wordpiece_vocab({"ab": 5, "ac": 2}, vocab_size=100)
+    base = list(TK.SPECIAL_TOKENS) + ["a", "##b", "##c"]
     assert vocab == base + ["ab", "ac"]
-    assert T.learn_wordpiece_vocab({"ab": 5, "ac": 2}, vocab_size=9) == base + ["ab"]
-    assert T.learn_wordpiece_vocab({"ab": 5, "ac": 2}, 100, min_frequency=3) == base + ["ab"]
+    assert TK.learn_wordpiece_vocab({"ab": 5, "ac": 2}, vocab_size=9) == base + ["ab"]
+    assert TK.learn_wordpiece_vocab({"ab": 5, "ac": 2}, 100, min_frequency=3) == base + ["ab"]
 
 
 def test_tokenizer_save_and_reload_offline(tokenizer, tmp_path, monkeypatch):
@@ -173,7 +176,7 @@ def test_tiny_bert_save_and_reload(tokenizer, tmp_path):
     enc.bert.save_pretrained(tmp_path)
     reloaded = transformers.BertModel.from_pretrained(tmp_path).eval()
     ids, lengths = _batch(tokenizer)
-    mask = T.lengths_to_mask(lengths, ids.shape[1]).long()
+    mask = masks.lengths_to_mask(lengths, ids.shape[1]).long()
     torch.testing.assert_close(reloaded(input_ids=ids, attention_mask=mask).last_hidden_state,
                                enc.sequence(ids, lengths)[0])
 
@@ -198,27 +201,27 @@ def test_encoders_reject_bad_input(tokenizer, ids, lengths, match):
 
 def test_masked_mean_ignores_padding():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
-    assert T.masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
+    assert masks.masked_mean(x, torch.tensor([[True, True, False]])).item() == 2.0
 
 
 # ---------------------------------------------------------------- pretrained MiniLM
 
-MINILM = T.minilm_package_path()
+MINILM = M.minilm_package_path()
 needs_minilm = pytest.mark.skipif(
-    MINILM is None, reason=f"the optional package {T.MINILM_PACKAGE} is not installed "
+    MINILM is None, reason=f"the optional package {M.MINILM_PACKAGE} is not installed "
                            f"(scripts/setup.sh installs it); the pretrained path cannot be tested")
 
 
 def test_availability_reports_a_reason():
     ok, reason = T.pretrained_text_encoder_available()
-    assert isinstance(ok, bool) and T.MINILM_NAME in reason
-    assert "/" not in reason.replace(T.MINILM_NAME, "")  # no local paths in notebook output
-    assert ok == (MINILM is not None or T._hub_cache_path() is not None)
+    assert isinstance(ok, bool) and M.MINILM_NAME in reason
+    assert "/" not in reason.replace(M.MINILM_NAME, "")  # no local paths in notebook output
+    assert ok == (MINILM is not None or M._hub_cache_path() is not None)
 
 
 def test_availability_without_the_package(monkeypatch):
-    monkeypatch.setattr(T, "minilm_package_path", lambda: None)
-    monkeypatch.setattr(T, "_hub_cache_path", lambda: None)
+    monkeypatch.setattr(M, "minilm_package_path", lambda: None)
+    monkeypatch.setattr(M, "_hub_cache_path", lambda: None)
     ok, reason = T.pretrained_text_encoder_available()
     assert not ok and "pip install" in reason
 
@@ -226,13 +229,13 @@ def test_availability_without_the_package(monkeypatch):
 @pytest.fixture(scope="module")
 def minilm():
     if MINILM is None:
-        pytest.skip(f"the optional package {T.MINILM_PACKAGE} is not installed")
+        pytest.skip(f"the optional package {M.MINILM_PACKAGE} is not installed")
     return T.PretrainedSentenceEncoder()
 
 
 @needs_minilm
 def test_minilm_gives_the_real_embeddings(minilm):
-    assert minilm.out_dim == T.MINILM_DIM == 384
+    assert minilm.out_dim == M.MINILM_DIM == 384
     assert not any(p.requires_grad for p in minilm.parameters())
     emb = minilm.encode(["a photo of a cat", "a picture of a kitten", "a red car on the road"])
     assert emb.shape == (3, 384) and emb.dtype == torch.float32
@@ -259,13 +262,13 @@ def test_minilm_checksum_mismatch_is_refused(tmp_path):
         if (MINILM / name).is_file():
             shutil.copy(MINILM / name, tmp_path / name)
     (tmp_path / "model.safetensors").write_bytes(b"not the real weights")
-    with pytest.raises(T.WeightsChecksumError, match="SHA-256"):
+    with pytest.raises(M.WeightsChecksumError, match="SHA-256"):
         T.PretrainedSentenceEncoder(path=tmp_path)
     with pytest.raises(FileNotFoundError):
-        T.verify_weights(tmp_path / "nowhere")
+        M.verify_weights(tmp_path / "nowhere")
 
 
 @needs_minilm
 def test_minilm_checksum_of_the_installed_package():
-    T.verify_weights(MINILM)  # the installed weights are the pinned revision's
-    assert T.sha256_file(MINILM / "model.safetensors") == T.MINILM_SHA256
+    M.verify_weights(MINILM)  # the installed weights are the pinned revision's
+    assert M.sha256_file(MINILM / "model.safetensors") == M.MINILM_SHA256

@@ -6,16 +6,18 @@ so that the whole pipeline takes a few seconds.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import mmcourse
 import mmcourse.features as features_module
 from mmcourse.data.course import make_course_dataset
 from mmcourse.data.tensors import TensorBatches
-from mmcourse.features import (CourseFeatures, FeatureSplit, _cache_path, course_features,
-                               make_encoder)
+from mmcourse.features import (CourseFeatures, FeatureSplit, _cache_path, _source_files,
+                               course_features, make_encoder)
 from mmcourse.training import UnimodalClassifier
 
 SIZE = {"train": 64, "val": 32, "test": 32}
@@ -194,6 +196,18 @@ def test_every_argument_is_part_of_the_cache_key(tmp_path):
     assert len(paths) == 8
     assert all(p.parent == tmp_path / "features" and p.suffix == ".pt" for p in paths)
     assert _cache_path(tmp_path, dict(base)) == _cache_path(tmp_path, dict(reversed(base.items())))
+
+
+def test_the_cache_key_covers_every_module_the_features_import():
+    package = Path(mmcourse.__file__).parent.resolve()
+    names = {str(p.relative_to(package)) for p in _source_files()}
+    # the modules split off data/course.py and encoders/text.py, the classifier the encoders
+    # train inside, the training loop: a change to any of them must invalidate the cache
+    assert {"features.py", "training.py", "classifier.py", "checks.py", "data/course.py",
+            "data/attributes.py", "data/render.py", "data/tensors.py", "encoders/audio.py",
+            "encoders/image.py", "encoders/text.py", "encoders/tokenizer.py",
+            "encoders/masks.py"} <= names
+    assert "speed.py" not in names and "widgets.py" not in names
 
 
 def test_the_default_cache_folder_follows_the_environment(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ from mmcourse.classifier import MultimodalClassifier
 from mmcourse.data.course import QUALITY_LEVELS, make_course_dataset
 from mmcourse.features import course_features
 from mmcourse.fusion import AttentionFusion, ConcatFusion, GatedFusion
-from mmcourse.widgets import (PRESETS, FusionExplorer, corrupt_sample, describe_text,
-                              explain_sample, fusion_explorer, static_requested, wrong_class)
+from mmcourse.what_if import corrupt_sample, describe_text, explain_sample, wrong_class
+from mmcourse.widgets import PRESETS, FusionExplorer, fusion_explorer, static_requested
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@
 * ``load_audio_folder``: a folder of WAV files named like the Free Spoken Digit Dataset.
 * ``load_image_folder``: a folder with one sub-folder of images per class.
 * ``load_text_file``: a ``label<TAB>text`` file or a CSV with ``label`` and ``text`` columns.
-* ``encode_labels``: string labels -> integer class indices.
-* ``pair_modalities_by_label``: build multimodal samples from unpaired unimodal sources by
-  pairing items that share a label (how AV-MNIST is made from MNIST + spoken digits).
+
+Their labels meet in :mod:`mmcourse.data.pairing`: ``encode_labels`` (string labels -> integer
+class indices; importable from here too, as notebook 11 does) and ``pair_modalities_by_label``
+(multimodal samples from unpaired unimodal sources, the way AV-MNIST is made).
 
 Everything returns plain numpy arrays / tensors / lists, ready for ``MultimodalDataset``::
 
@@ -23,26 +24,23 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mmcourse.checks import check_int
+# encode_labels: notebook 11 imports it from here, with the loaders whose labels it encodes
+from mmcourse.data.pairing import natural_key, encode_labels  # noqa: F401
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 #: ``{label}_{speaker}_{n}.wav``, e.g. ``7_jackson_32.wav``.
 AUDIO_NAME_PATTERN = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>.+)_(?P<n>\d+)$")
 AUDIO_NAME_HELP = "{label}_{speaker}_{n}.wav, e.g. 7_jackson_32.wav"
-
-
-def _natural_key(text: str) -> list:
-    """Sort key that puts 'x_2' before 'x_10'."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
-
 
 # --------------------------------------------------------------------------------------------
 # Images: scikit-learn's digits
@@ -77,8 +75,7 @@ def digits_images(
     """
     from sklearn.datasets import load_digits
 
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive integer (pixels), got {size!r}")
+    check_int(size, "size", unit="pixels")
     if colour is None:
         tint = np.array([255.0, 255.0, 255.0])
     else:
@@ -145,14 +142,11 @@ def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> Aud
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"audio folder not found: {folder} (expected a folder of .wav files)")
-    if sample_rate is not None and (
-        not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate < 1
-    ):
-        raise ValueError(f"sample_rate must be a positive integer (Hz) or None, got {sample_rate!r}")
+    check_int(sample_rate, "sample_rate", allow_none=True, unit="Hz")
 
     files = sorted(
         (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".wav"),
-        key=lambda p: _natural_key(p.name),
+        key=lambda p: natural_key(p.name),
     )
     if not files:
         raise FileNotFoundError(f"no .wav files in {folder}: expected files named {AUDIO_NAME_HELP}")
@@ -237,8 +231,7 @@ def load_image_folder(folder: str | Path, size: int | None = None) -> ImageFolde
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    if size is not None and (not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1):
-        raise ValueError(f"size must be a positive integer (pixels) or None, got {size!r}")
+    check_int(size, "size", allow_none=True, unit="pixels")
 
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -254,7 +247,7 @@ def load_image_folder(folder: str | Path, size: int | None = None) -> ImageFolde
     for class_index, class_dir in enumerate(class_dirs):
         class_files = sorted(
             (p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: _natural_key(str(p.relative_to(class_dir))),
+            key=lambda p: natural_key(str(p.relative_to(class_dir))),
         )
         if not class_files:
             raise ValueError(
@@ -374,136 +367,3 @@ def load_text_file(path: str | Path) -> TextFileData:
     if not texts:
         raise ValueError(f"{path} holds no samples (expected lines 'label<TAB>text' or CSV rows)")
     return TextFileData(texts=texts, labels=labels)
-
-
-# --------------------------------------------------------------------------------------------
-# Labels and pairing
-# --------------------------------------------------------------------------------------------
-
-def encode_labels(labels: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
-    """Map labels to class indices 0, 1, 2... in sorted order of their names.
-
-    Labels are compared as strings (the integer 7 and the string "7" are one class), sorted
-    with numbers in numeric order ("2" before "10").
-
-    Args:
-        labels: one label per sample, e.g. ``["cat", "dog", "cat"]`` or ``AudioFolder.labels``.
-
-    Returns:
-        ``(indices, classes)``: int64 array ``(N,)`` and the class names, with
-        ``classes[indices[i]] == str(labels[i])``.
-
-    Example::
-
-        >>> indices, classes = encode_labels(["dog", "cat", "dog"])
-        >>> indices.tolist(), classes
-        ([1, 0, 1], ['cat', 'dog'])
-    """
-    names = [str(label) for label in labels]
-    if not names:
-        raise ValueError("encode_labels got no labels (an empty sequence)")
-    classes = sorted(set(names), key=_natural_key)
-    index = {name: i for i, name in enumerate(classes)}
-    return np.array([index[name] for name in names], dtype=np.int64), classes
-
-
-def _take(items: Any, indices: np.ndarray) -> Any:
-    """``items[indices]`` for arrays and tensors, a list for other sequences."""
-    if isinstance(items, np.ndarray):
-        return items[indices]
-    if isinstance(items, torch.Tensor):
-        return items[torch.from_numpy(indices)]
-    return [items[int(i)] for i in indices]
-
-
-def pair_modalities_by_label(
-    sources: Mapping[str, tuple[Any, Sequence[Any]]],
-    seed: int = 0,
-    per_class: int | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Build multimodal samples from unpaired unimodal data by pairing items with the same label.
-
-    Each sample combines one item of every modality that share a label: an image of a 7 with a
-    recording of someone saying "seven". This is how AV-MNIST is built from MNIST and the Free
-    Spoken Digit Dataset. The pairing is random but repeats with the same ``seed``; within a
-    modality every item is used at most once. Labels are compared as strings, so the integer
-    7 of ``digits_images`` pairs with the "7" of ``7_jackson_32.wav``.
-
-    Args:
-        sources: ``{modality: (items, labels)}``; items are a stacked array/tensor (first dim =
-            sample) or a sequence, with one label each.
-        seed: seeds which items are paired and the order of the samples (shuffled, so classes
-            are mixed).
-        per_class: samples to build per class; ``None`` uses as many as the rarest modality of
-            each class allows.
-
-    Returns:
-        ``(data, labels)``: ``data[modality]`` has the chosen items in the same container type as
-        given (array, tensor or list); ``labels`` are the shared labels as str. Turn them into
-        class indices with ``encode_labels`` before ``MultimodalDataset``.
-
-    Example::
-
-        >>> data, labels = pair_modalities_by_label({
-        ...     "image": (np.arange(6), [0, 0, 1, 1, 2, 2]),
-        ...     "text": (["zero", "one", "two", "nought"], ["0", "1", "2", "0"]),
-        ... }, per_class=1)
-        >>> sorted(zip(labels, data["text"]))[1:]
-        [('1', 'one'), ('2', 'two')]
-    """
-    if not isinstance(sources, Mapping) or not sources:
-        raise ValueError("sources must be a non-empty mapping {modality: (items, labels)}")
-    if per_class is not None and (
-        not isinstance(per_class, (int, np.integer)) or isinstance(per_class, bool) or per_class < 1
-    ):
-        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
-
-    # Where each class sits in each modality.
-    positions: dict[str, dict[str, list[int]]] = {}
-    for name, source in sources.items():
-        if not isinstance(source, (tuple, list)) or len(source) != 2:
-            raise TypeError(f"sources[{name!r}] must be a pair (items, labels), got {type(source).__name__}")
-        items, labels = source
-        labels = labels.tolist() if isinstance(labels, (np.ndarray, torch.Tensor)) else list(labels)
-        if len(items) != len(labels):
-            raise ValueError(f"sources[{name!r}]: {len(items)} items but {len(labels)} labels")
-        by_class: dict[str, list[int]] = {}
-        for i, label in enumerate(labels):
-            by_class.setdefault(str(label), []).append(i)
-        positions[name] = by_class
-
-    classes = sorted(set().union(*(set(by_class) for by_class in positions.values())), key=_natural_key)
-    if not classes:
-        raise ValueError("sources hold no items")
-    for cls in classes:
-        lacking = [name for name in positions if cls not in positions[name]]
-        if lacking:
-            having = [name for name in positions if cls in positions[name]]
-            raise ValueError(
-                f"class {cls!r} is in {having} but absent from {lacking}: every class needs items "
-                f"in every modality to be paired"
-            )
-
-    rng = np.random.default_rng(seed)
-    chosen: dict[str, list[int]] = {name: [] for name in sources}
-    sample_labels: list[str] = []
-    for cls in classes:
-        available = min(len(positions[name][cls]) for name in positions)
-        count = available if per_class is None else per_class
-        if count > available:
-            counts = {name: len(positions[name][cls]) for name in positions}
-            raise ValueError(
-                f"per_class={per_class} but class {cls!r} has only {counts} items; "
-                f"use per_class <= {available} or None"
-            )
-        for name in positions:
-            picked = rng.permutation(positions[name][cls])[:count]
-            chosen[name].extend(int(i) for i in picked)
-        sample_labels.extend([cls] * count)
-
-    order = rng.permutation(len(sample_labels))
-    data = {
-        name: _take(sources[name][0], np.asarray(chosen[name], dtype=np.int64)[order])
-        for name in sources
-    }
-    return data, [sample_labels[i] for i in order]

@@ -10,8 +10,9 @@ A multimodal sample is a dictionary::
 models read ``present`` to know what to ignore.
 
 ``MultimodalDataset`` builds such samples from one container per modality, and
-``collate_multimodal`` turns a list of them into a batch: equal shapes are stacked,
-variable-length sequences are zero-padded and come with their true lengths, strings stay strings.
+``collate_multimodal`` (in :mod:`mmcourse.data.collate`, importable from here too) turns a list
+of them into a batch: equal shapes are stacked, variable-length sequences are zero-padded and
+come with their true lengths, strings stay strings.
 
 Example::
 
@@ -36,28 +37,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-#: The modalities of the course's dataset. ``MultimodalDataset`` accepts any other names too.
-MODALITIES = ("image", "audio", "text")
-
-#: Keys of a sample that are not modalities, so they cannot be used as modality names.
-RESERVED_KEYS = ("label", "present")
+from mmcourse.checks import describe
+# Batching lives in collate.py; notebooks import collate_multimodal from here, with the dataset.
+from mmcourse.data.collate import RESERVED_KEYS, collate_multimodal  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-def _describe(value: Any) -> str:
-    """A short description of a value for error messages: its type, and shape/dtype if it has one."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if isinstance(value, np.ndarray):
-        return f"numpy array of shape {value.shape} and dtype {value.dtype}"
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"str {text!r}"
-    return type(value).__name__
-
 
 def _numpy_to_tensor(array: np.ndarray) -> torch.Tensor:
     """``torch.from_numpy`` that also accepts read-only arrays (it copies those)."""
@@ -93,7 +80,7 @@ def _to_item(value: Any, modality: str, index: int) -> torch.Tensor | str:
             pass
     raise TypeError(
         f"modality {modality!r}, sample {index}: expected a tensor, a numpy array, a str or a "
-        f"list of numbers, got {_describe(value)}"
+        f"list of numbers, got {describe(value)}"
     )
 
 
@@ -124,7 +111,8 @@ class MultimodalDataset(Dataset):
               arrays), strings, or token-id tensors/lists of different lengths.
 
             Any modality name works (``"video"``, ``"tabular"``...), except ``"label"`` and
-            ``"present"``. ``MODALITIES`` lists the course's own three.
+            ``"present"``. The course's own three are
+            ``mmcourse.data.course.MODALITY_NAMES``.
         labels: N integer class labels (list, numpy array or tensor), 0, 1, 2...
             Use ``mmcourse.data.adapters.encode_labels`` to turn string labels into integers.
         present: optional ``{name: N booleans}``; ``False`` marks the modality as missing for
@@ -159,7 +147,7 @@ class MultimodalDataset(Dataset):
         transforms: Mapping[str, Callable] | None = None,
     ) -> None:
         if not isinstance(data, Mapping):
-            raise TypeError(f"data must be a mapping {{modality name: samples}}, got {_describe(data)}")
+            raise TypeError(f"data must be a mapping {{modality name: samples}}, got {describe(data)}")
         if len(data) == 0:
             raise ValueError(
                 "data is empty: expected at least one modality, e.g. {'image': images, 'audio': waveforms}"
@@ -202,7 +190,7 @@ class MultimodalDataset(Dataset):
         if isinstance(container, (str, bytes, Mapping)) or not isinstance(container, Iterable):
             raise TypeError(
                 f"modality {name!r}: expected a tensor, a numpy array or a sequence with one item "
-                f"per sample (e.g. a list of waveforms or of strings), got {_describe(container)}"
+                f"per sample (e.g. a list of waveforms or of strings), got {describe(container)}"
             )
         items = [_to_item(value, name, i) for i, value in enumerate(container)]
         kinds = {"str" if isinstance(item, str) else "tensor" for item in items}
@@ -248,7 +236,7 @@ class MultimodalDataset(Dataset):
         if present is None:
             return masks
         if not isinstance(present, Mapping):
-            raise TypeError(f"present must be a mapping {{modality: N booleans}}, got {_describe(present)}")
+            raise TypeError(f"present must be a mapping {{modality: N booleans}}, got {describe(present)}")
         for name, mask in present.items():
             if name not in self._data:
                 raise ValueError(
@@ -272,7 +260,7 @@ class MultimodalDataset(Dataset):
         if transforms is None:
             return {}
         if not isinstance(transforms, Mapping):
-            raise TypeError(f"transforms must be a mapping {{modality: callable}}, got {_describe(transforms)}")
+            raise TypeError(f"transforms must be a mapping {{modality: callable}}, got {describe(transforms)}")
         for name, transform in transforms.items():
             if name not in self._data:
                 raise ValueError(
@@ -280,7 +268,7 @@ class MultimodalDataset(Dataset):
                     f"{list(self._data)})"
                 )
             if not callable(transform):
-                raise TypeError(f"transforms[{name!r}] must be callable, got {_describe(transform)}")
+                raise TypeError(f"transforms[{name!r}] must be callable, got {describe(transform)}")
         return dict(transforms)
 
     # -- the Dataset protocol -------------------------------------------------------------------
@@ -293,7 +281,7 @@ class MultimodalDataset(Dataset):
         if isinstance(index, torch.Tensor) and index.dim() == 0:
             index = index.item()
         if not isinstance(index, (int, np.integer)) or isinstance(index, (bool, np.bool_)):
-            raise TypeError(f"index must be an integer, got {_describe(index)}")
+            raise TypeError(f"index must be an integer, got {describe(index)}")
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for a dataset of {n} samples (valid: 0..{n - 1})")
@@ -362,164 +350,3 @@ class MultimodalDataset(Dataset):
             transform = ", transformed" if name in self.transforms else ""
             lines.append(f"  {name}: {content}{extra}{transform}")
         return "\n".join(lines) + "\n)"
-
-
-# --------------------------------------------------------------------------------------------
-# Batching
-# --------------------------------------------------------------------------------------------
-
-class MultimodalCollate:
-    """The collate function for ``DataLoader(collate_fn=...)``; build it with ``make_collate``.
-
-    A class rather than a closure so that DataLoader workers can pickle it.
-    """
-
-    def __init__(
-        self,
-        pad_values: Mapping[str, float] | None = None,
-        lengths_for: Iterable[str] = ("audio", "text"),
-    ) -> None:
-        self.pad_values = dict(pad_values or {})
-        self.lengths_for = tuple(lengths_for)
-
-    def __repr__(self) -> str:
-        return f"MultimodalCollate(pad_values={self.pad_values}, lengths_for={self.lengths_for})"
-
-    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        if len(batch) == 0:
-            raise ValueError("cannot collate an empty batch (got a list with 0 samples)")
-        for position, sample in enumerate(batch):
-            if not isinstance(sample, Mapping):
-                raise TypeError(f"sample {position} of the batch is a {_describe(sample)}, expected a dict")
-
-        modalities = [key for key in batch[0] if key not in RESERVED_KEYS]
-        expected = set(batch[0])
-        for position, sample in enumerate(batch[1:], start=1):
-            if set(sample) != expected:
-                missing = sorted(expected - set(sample))
-                extra = sorted(set(sample) - expected)
-                raise ValueError(
-                    f"sample {position} of the batch has different keys from sample 0: "
-                    f"missing {missing}, extra {extra}"
-                )
-
-        out: dict[str, Any] = {}
-        for name in modalities:
-            values = [sample[name] for sample in batch]
-            out[name], lengths = self._collate_modality(name, values)
-            if lengths is not None:
-                out[f"{name}_lengths"] = lengths
-
-        if "label" in expected:
-            out["label"] = torch.stack([torch.as_tensor(sample["label"]) for sample in batch]).to(torch.int64)
-        if "present" in expected:
-            present_names = list(batch[0]["present"])
-            for position, sample in enumerate(batch):
-                if set(sample["present"]) != set(present_names):
-                    raise ValueError(
-                        f"sample {position} of the batch has present flags for {sorted(sample['present'])}, "
-                        f"sample 0 for {sorted(present_names)}"
-                    )
-            out["present"] = {
-                name: torch.tensor([bool(sample["present"][name]) for sample in batch], dtype=torch.bool)
-                for name in present_names
-            }
-        return out
-
-    def _collate_modality(self, name: str, values: list) -> tuple[Any, torch.Tensor | None]:
-        """Stack, pad or list one modality; returns (batched values, lengths or None)."""
-        values = [
-            torch.as_tensor(v) if isinstance(v, (np.ndarray, int, float)) and not isinstance(v, bool) else v
-            for v in values
-        ]
-        kinds = [type(v).__name__ if not isinstance(v, torch.Tensor) else "Tensor" for v in values]
-        if len(set(kinds)) > 1:
-            raise TypeError(
-                f"modality {name!r} mixes types in one batch: "
-                + ", ".join(f"sample {i}: {k}" for i, k in enumerate(kinds))
-            )
-        if kinds[0] == "str":
-            return list(values), None
-        if kinds[0] != "Tensor":
-            raise TypeError(f"modality {name!r}: cannot batch items of type {kinds[0]}, expected tensors or str")
-
-        dtypes = {v.dtype for v in values}
-        if len(dtypes) > 1:
-            raise TypeError(f"modality {name!r} mixes dtypes in one batch: {sorted(map(str, dtypes))}")
-        shapes = [tuple(v.shape) for v in values]
-        if len(set(shapes)) == 1:
-            stacked = torch.stack(values)
-            if name in self.lengths_for and values[0].dim() >= 1:
-                return stacked, torch.full((len(values),), shapes[0][0], dtype=torch.int64)
-            return stacked, None
-
-        # Shapes differ: only the first dimension (time / tokens) may vary.
-        if len({len(s) for s in shapes}) > 1 or len(shapes[0]) == 0:
-            raise ValueError(
-                f"modality {name!r}: items have different numbers of dimensions, got shapes "
-                f"{sorted(set(shapes))}"
-            )
-        trailing = {s[1:] for s in shapes}
-        if len(trailing) > 1:
-            raise ValueError(
-                f"modality {name!r}: only the first dimension may differ between samples, but the "
-                f"trailing dimensions disagree: {sorted(trailing)} (shapes {sorted(set(shapes))})"
-            )
-        lengths = torch.tensor([s[0] for s in shapes], dtype=torch.int64)
-        pad_value = self.pad_values.get(name, 0)
-        padded = values[0].new_full((len(values), int(lengths.max()), *shapes[0][1:]), pad_value)
-        for row, value in enumerate(values):
-            padded[row, : value.shape[0]] = value
-        return padded, lengths
-
-
-def make_collate(
-    pad_values: Mapping[str, float] | None = None,
-    lengths_for: Iterable[str] = ("audio", "text"),
-) -> MultimodalCollate:
-    """Build a collate function for ``DataLoader(collate_fn=...)`` that batches multimodal samples.
-
-    For each modality of the samples:
-
-    * tensors of identical shape are stacked into ``(B, ...)``;
-    * tensors whose first dimension varies (waveforms ``(T,)``, token ids ``(T,)``, feature
-      sequences ``(T, D)``) are padded to the longest with ``pad_values.get(name, 0)``, and
-      ``batch[f"{name}_lengths"]`` holds the true lengths (int64, shape ``(B,)``);
-    * strings stay a list of str.
-
-    ``label`` becomes an int64 tensor ``(B,)`` and ``present`` a dict of bool tensors ``(B,)``.
-
-    Args:
-        pad_values: padding value per modality, e.g. ``{"text": tokenizer.pad_token_id}``;
-            modalities not named are padded with 0.
-        lengths_for: modalities that always get ``{name}_lengths``, even when a batch happens to
-            have equal lengths, so the batch keys do not depend on luck. Any other modality gets
-            it only when its lengths vary within the batch.
-
-    Returns:
-        A picklable callable ``list[dict] -> dict``.
-
-    Example::
-
-        >>> collate = make_collate(pad_values={"text": 1})
-        >>> batch = collate([
-        ...     {"text": torch.tensor([5, 6, 7]), "label": torch.tensor(0), "present": {"text": True}},
-        ...     {"text": torch.tensor([8]), "label": torch.tensor(1), "present": {"text": True}},
-        ... ])
-        >>> batch["text"].tolist(), batch["text_lengths"].tolist()
-        ([[5, 6, 7], [8, 1, 1]], [3, 1])
-    """
-    return MultimodalCollate(pad_values=pad_values, lengths_for=lengths_for)
-
-
-def collate_multimodal(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate a list of multimodal samples, padding with 0; see ``make_collate`` for the rules.
-
-    Example (``dataset`` being a ``MultimodalDataset``)::
-
-        loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate_multimodal)
-    """
-    return _DEFAULT_COLLATE(batch)
-
-
-_DEFAULT_COLLATE = MultimodalCollate()

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmcourse.data.dataset import RESERVED_KEYS, collate_multimodal
+from mmcourse.checks import check_int
+from mmcourse.data.collate import RESERVED_KEYS, collate_multimodal
 
 
 def _rows(value: Any) -> int:
@@ -89,8 +90,7 @@ class TensorBatches:
         bad = [k for k in data if k in RESERVED_KEYS]
         if bad:
             raise ValueError(f"{bad[0]!r} is reserved; pass labels and present separately")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int(batch_size, "batch_size")
         rows = {k: _rows(v) for k, v in data.items()}
         self.data = dict(data)
         self.labels = None if labels is None else torch.as_tensor(labels)

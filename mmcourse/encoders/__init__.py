@@ -14,6 +14,9 @@ padded token ids (B, T) int64 with ``lengths`` (B,) in tokens. Bad input (a wron
 a wrong dtype, an empty text, a wrong sample rate) raises a ValueError saying what was expected
 and what was given.
 
-Modules: ``image`` (CNN, torchvision ResNet backbone), ``text`` (tokenizer, bag of words,
-transformer encoder, pretrained sentence encoder), ``audio`` (log-mel front end, CNN, GRU).
+Modules: ``image`` (CNN, torchvision ResNet backbone), ``audio`` (log-mel front end, CNN, GRU),
+``text`` (bag of words, embedding bag, transformer encoder; re-exports the tokenizer and MiniLM),
+``tokenizer`` (WordPiece tokenizer, text collate, token-id checks), ``minilm`` (the pretrained
+sentence encoder), ``masks`` (padding masks and the masked mean every sequence encoder uses),
+``default`` (``make_encoder``: the course's default encoder of each modality).
 """

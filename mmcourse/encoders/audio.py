@@ -21,6 +21,8 @@ import torch.nn as nn
 import torchaudio
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmcourse.encoders.masks import lengths_to_mask
+
 
 def _check_waveform(waveform, lengths, sample_rate: int | None, expected_rate: int
                     ) -> torch.Tensor:
@@ -54,11 +56,6 @@ def _check_waveform(waveform, lengths, sample_rate: int | None, expected_rate: i
         raise ValueError(f"lengths must lie in [0, {length}] (the padded length), got values "
                          f"from {int(lengths.min())} to {int(lengths.max())}")
     return lengths.long()
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Boolean mask (B, max_len), True at positions ``t < lengths[b]``."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class LogMel(nn.Module):

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from mmcourse.checks import check_int
+
 #: ImageNet's per-channel mean and standard deviation (RGB, on the [0, 1] scale): the statistics
 #: torchvision's pretrained weights were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,9 +89,10 @@ class ImageCNN(nn.Module):
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         channels = tuple(int(c) for c in channels)
-        if in_channels < 1 or out_dim < 1 or not channels or min(channels) < 1:
-            raise ValueError(f"in_channels, out_dim and every entry of channels must be positive, "
-                             f"got in_channels={in_channels}, channels={channels}, out_dim={out_dim}")
+        check_int(in_channels, "in_channels")
+        check_int(out_dim, "out_dim")
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be one or more positive integers, got {channels}")
         self.in_channels, self.out_dim = in_channels, out_dim
         layers: list[nn.Module] = []
         previous = in_channels
@@ -157,8 +160,7 @@ class ResNetImageEncoder(nn.Module):
         self.backbone, self.small_input = backbone, small_input
         self.min_size = 8 if small_input else 32
         width = 512
-        if out_dim is not None and (isinstance(out_dim, bool) or int(out_dim) < 1):
-            raise ValueError(f"out_dim must be a positive integer or None, got {out_dim!r}")
+        check_int(out_dim, "out_dim", allow_none=True)
         self.out_dim = width if out_dim is None else int(out_dim)
         self.project = nn.Identity() if self.out_dim == width else nn.Linear(width, self.out_dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

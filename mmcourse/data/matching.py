@@ -25,9 +25,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mmcourse.data.course import (
-    ATTRIBUTES, COLOURS, DIGITS, POSITIONS, QUALITY_LEVELS, SHAPES, SIZES, CourseSplit, _write_texts,
-    make_course_dataset)
+from mmcourse.data.attributes import (
+    ATTRIBUTES, COLOURS, DIGITS, POSITIONS, QUALITY_LEVELS, SHAPES, SIZES)
+from mmcourse.data.course import CourseSplit, make_course_dataset
+from mmcourse.data.render import write_texts
 
 #: The label names of the matching task: 0 = the text does not describe the image, 1 = it does.
 MATCH_CLASSES = ("mismatch", "match")
@@ -95,7 +96,7 @@ def pair_texts(split: CourseSplit, seed: int | np.random.SeedSequence = 0,
     informative = QUALITY_LEVELS["text"].index("informative")
     quality = split.quality.copy()
     quality[:, 2] = informative
-    texts = _write_texts(described, quality[:, 2], rng, split.classes)
+    texts = write_texts(described, quality[:, 2], rng, split.classes)
     return CourseSplit(images=split.images, audio=split.audio, audio_lengths=split.audio_lengths,
                        texts=texts, labels=match.astype(np.int64), attributes=split.attributes,
                        quality=quality, classes=MATCH_CLASSES, sample_rate=split.sample_rate,

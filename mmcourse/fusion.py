@@ -31,8 +31,8 @@ Methods (``make_fusion(name, dims, out_dim)``):
 ``concat``     early fusion: concatenate (optionally layer-normalised) features, linear + ReLU
 ``late``       one classifier per modality, their logits averaged or weighted (learned)
 ``weighted``   project each modality, a weighted sum; weights global (learned softmax) or fixed
-``gated``      like weighted, but a small network picks the weights per sample
-``attention``  modality tokens (+ modality embeddings) and a summary token through a transformer
+``gated``      concat whose modality blocks a small network weights per sample
+``attention``  concat + what a summary token reads from modality tokens through a transformer
 ``cross``      each modality's positions attend over the other modalities' positions
 ``tensor``     outer product of the [features, 1] vectors (Zadeh et al. 2017)
 ``lowrank``    the same bilinear family with rank-r factors (Liu et al. 2018)
@@ -327,10 +327,27 @@ class WeightedFusion(Fusion):
 
 
 class GatedFusion(Fusion):
-    """Per-sample weights: a gate network reads every modality and decides how much each counts.
+    """Per-sample weights: concatenation whose modality blocks a gate turns up or down per sample.
 
-    ``g = softmax(gate([x_1; ...; x_M]))`` over the present modalities (B, M), then
-    ``sum_m g_m ReLU(W_m x_m)``. ``last_weights`` keeps the gates of the last call (B, M).
+    Concat's linear layer is a sum of one block per modality, ``W [x_1; ...] = sum_m W_m x_m``.
+    Gated fusion multiplies each block by a gate computed from the sample itself::
+
+        g = 2 * sigmoid(gate([LayerNorm(x_1); ...; LayerNorm(x_M)]))    (B, M), each in (0, 2)
+        h = ReLU(b + sum_{m present} g_m W_m x_m)
+
+    Three choices make it at least as good as the concatenation it contains:
+
+    * the gate's last layer starts at zero, so every gate starts at 1 and the model starts as
+      :class:`ConcatFusion` exactly (the same function, initialised the same way);
+    * each gate is a sigmoid of its own, not a softmax over modalities, so trusting one modality
+      more never forces another one down (a softmax gate can shut a weak but useful modality off
+      early in training and never recover it);
+    * the gate reads layer-normalised features, so a modality whose features are simply larger
+      does not dominate the gate's input.
+
+    ``last_gates`` (B, M) keeps the gates of the last call (0 for a missing modality);
+    ``last_weights`` (B, M) the same normalised to sum to 1 over the present modalities: each
+    modality's share of the fused vector's input.
 
     Args:
         hidden: width of the gate network's hidden layer.
@@ -338,17 +355,28 @@ class GatedFusion(Fusion):
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, hidden: int = 64):
         super().__init__(dims, out_dim)
-        self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim) for m, d in self.dims.items()})
-        self.gate = nn.Sequential(nn.Linear(sum(self.dims.values()), hidden), nn.ReLU(),
+        total = sum(self.dims.values())
+        bound = 1.0 / math.sqrt(total)  # nn.Linear(total, out_dim)'s initialisation: as concat
+        self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim, bias=False) for m, d in self.dims.items()})
+        for layer in self.proj.values():
+            nn.init.uniform_(layer.weight, -bound, bound)
+        self.bias = nn.Parameter(torch.empty(out_dim).uniform_(-bound, bound))
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.dims.items()})
+        self.gate = nn.Sequential(nn.Linear(total, hidden), nn.ReLU(),
                                   nn.Linear(hidden, len(self.dims)))
+        nn.init.zeros_(self.gate[-1].weight)  # every gate starts at 2 * sigmoid(0) = 1
+        nn.init.zeros_(self.gate[-1].bias)
+        self.last_gates: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
 
     def fuse(self, pooled, present):
-        h = torch.stack([F.relu(self.proj[m](pooled[m])) for m in self.modalities], dim=1)
-        scores = self.gate(torch.cat([pooled[m] for m in self.modalities], dim=1))
-        weights = masked_softmax(scores, present)
-        self.last_weights = weights.detach()
-        return (weights.unsqueeze(-1) * h).sum(1)
+        normed = torch.cat([self.norms[m](pooled[m]).masked_fill(~present[:, j:j + 1], 0.0)
+                            for j, m in enumerate(self.modalities)], dim=1)
+        gates = 2 * torch.sigmoid(self.gate(normed)) * present  # (B, M), 0 where missing
+        self.last_gates = gates.detach()
+        self.last_weights = (gates / gates.sum(1, keepdim=True).clamp(min=1e-12)).detach()
+        blocks = torch.stack([self.proj[m](pooled[m]) for m in self.modalities], dim=1)
+        return F.relu(self.bias + (gates.unsqueeze(-1) * blocks).sum(1))
 
 
 # ---- attention fusion ----------------------------------------------------------------------------
@@ -392,12 +420,21 @@ class _Block(nn.Module):
 
 
 class AttentionFusion(Fusion):
-    """Modality tokens through a small transformer encoder, read out at a summary token.
+    """Modality tokens through a small transformer encoder, read out at a summary token, on top
+    of the concatenation it contains.
 
     Each modality's positions (one for pooled features, T for a sequence) are projected to
     ``out_dim`` and get a learned *modality embedding* (so attention knows which modality a token
     came from); a learned summary token is put in front; missing modalities and padding are
-    masked out of attention. The fused vector is the summary token after ``layers`` blocks.
+    masked out of attention. The fused vector is::
+
+        h = ReLU(sum_{m present} mean_t(token_m,t) + readout(LayerNorm(summary after the blocks)))
+
+    The first term is concatenation (the sum of each modality's projected features is concat's
+    linear layer); ``readout`` starts at zero, so attention fusion starts as concat and attention
+    can only *add* to it. (Without that residual path the summary token must rebuild the whole
+    evidence from a convex mix of layer-normalised tokens, which loses how large, and so how sure,
+    each modality's features are.)
 
     ``last_attention`` (B, L) is how much the summary token attended to each position in the last
     block (heads averaged); ``last_token_modality`` (L,) says which modality owns each position
@@ -415,11 +452,18 @@ class AttentionFusion(Fusion):
         self.summary = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02)
         self.blocks = nn.ModuleList(_Block(out_dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(out_dim)
+        self.readout = nn.Linear(out_dim, out_dim)
+        nn.init.zeros_(self.readout.weight)  # starts as concat: attention can only add
+        nn.init.zeros_(self.readout.bias)
         self.last_attention: torch.Tensor | None = None
         self.last_token_modality: torch.Tensor | None = None
 
     def fuse_tokens(self, tokens, positions, present):
         x, keep, owner = self.tokens(tokens, positions, present)
+        concat = 0.0  # sum over modalities of the mean of their usable tokens (0 if missing)
+        for j in range(len(self.modalities)):
+            w = keep[:, owner == j].unsqueeze(-1).to(x.dtype)
+            concat = concat + (x[:, owner == j] * w).sum(1) / w.sum(1).clamp(min=1.0)
         batch = x.shape[0]
         x = torch.cat([self.summary.expand(batch, -1, -1), x], dim=1)
         keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=x.device), keep], dim=1)
@@ -427,7 +471,7 @@ class AttentionFusion(Fusion):
             x, weights = block(x, keep)
         self.last_attention = weights[:, 0].detach()
         self.last_token_modality = torch.cat([owner.new_full((1,), -1), owner])
-        return self.norm(x[:, 0])
+        return F.relu(concat + self.readout(self.norm(x[:, 0])))
 
     def modality_attention(self) -> torch.Tensor:
         """The summary token's attention of the last call summed per modality (B, M)."""

@@ -32,7 +32,7 @@ Methods (``make_fusion(name, dims, out_dim)``):
 ``late``       one classifier per modality, their logits averaged or weighted (learned)
 ``weighted``   project each modality, a weighted sum; weights global (learned softmax) or fixed
 ``gated``      concat whose modality blocks a small network weights per sample
-``attention``  concat + what a summary token reads from modality tokens through a transformer
+``attention``  modality tokens (+ modality embeddings) and a summary token through a transformer
 ``cross``      each modality's positions attend over the other modalities' positions
 ``tensor``     outer product of the [features, 1] vectors (Zadeh et al. 2017)
 ``lowrank``    the same bilinear family with rank-r factors (Liu et al. 2018)
@@ -420,21 +420,12 @@ class _Block(nn.Module):
 
 
 class AttentionFusion(Fusion):
-    """Modality tokens through a small transformer encoder, read out at a summary token, on top
-    of the concatenation it contains.
+    """Modality tokens through a small transformer encoder, read out at a summary token.
 
     Each modality's positions (one for pooled features, T for a sequence) are projected to
     ``out_dim`` and get a learned *modality embedding* (so attention knows which modality a token
     came from); a learned summary token is put in front; missing modalities and padding are
-    masked out of attention. The fused vector is::
-
-        h = ReLU(sum_{m present} mean_t(token_m,t) + readout(LayerNorm(summary after the blocks)))
-
-    The first term is concatenation (the sum of each modality's projected features is concat's
-    linear layer); ``readout`` starts at zero, so attention fusion starts as concat and attention
-    can only *add* to it. (Without that residual path the summary token must rebuild the whole
-    evidence from a convex mix of layer-normalised tokens, which loses how large, and so how sure,
-    each modality's features are.)
+    masked out of attention. The fused vector is the summary token after ``layers`` blocks.
 
     ``last_attention`` (B, L) is how much the summary token attended to each position in the last
     block (heads averaged); ``last_token_modality`` (L,) says which modality owns each position
@@ -452,18 +443,11 @@ class AttentionFusion(Fusion):
         self.summary = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02)
         self.blocks = nn.ModuleList(_Block(out_dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(out_dim)
-        self.readout = nn.Linear(out_dim, out_dim)
-        nn.init.zeros_(self.readout.weight)  # starts as concat: attention can only add
-        nn.init.zeros_(self.readout.bias)
         self.last_attention: torch.Tensor | None = None
         self.last_token_modality: torch.Tensor | None = None
 
     def fuse_tokens(self, tokens, positions, present):
         x, keep, owner = self.tokens(tokens, positions, present)
-        concat = 0.0  # sum over modalities of the mean of their usable tokens (0 if missing)
-        for j in range(len(self.modalities)):
-            w = keep[:, owner == j].unsqueeze(-1).to(x.dtype)
-            concat = concat + (x[:, owner == j] * w).sum(1) / w.sum(1).clamp(min=1.0)
         batch = x.shape[0]
         x = torch.cat([self.summary.expand(batch, -1, -1), x], dim=1)
         keep = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=x.device), keep], dim=1)
@@ -471,7 +455,7 @@ class AttentionFusion(Fusion):
             x, weights = block(x, keep)
         self.last_attention = weights[:, 0].detach()
         self.last_token_modality = torch.cat([owner.new_full((1,), -1), owner])
-        return F.relu(concat + self.readout(self.norm(x[:, 0])))
+        return self.norm(x[:, 0])
 
     def modality_attention(self) -> torch.Tensor:
         """The summary token's attention of the last call summed per modality (B, M)."""

@@ -605,24 +605,6 @@ def test_attention_fusion_attention_maps():
     torch.testing.assert_close(per_modality.sum(1) + fusion.last_attention[:, 0], torch.ones(B))
 
 
-@pytest.mark.parametrize("kind", ["pooled", "pairs"])
-def test_attention_fusion_starts_as_concat(kind):
-    """The attention read-out starts at zero: the output is ReLU of the sum over present
-    modalities of their mean projected token, i.e. concat's linear layer + ReLU."""
-    fusion = build("attention", layers=2)
-    x = inputs(kind)
-    mask = {"audio": torch.tensor([True, False, True, True])}
-    present = mask["audio"][:, None].float()
-    want = 0
-    for j, m in enumerate(DIMS):
-        feats, pos = x[m] if kind == "pairs" else (x[m][:, None], None)
-        token = fusion.tokens.proj[m](feats) + fusion.tokens.modality_embedding[j]
-        w = torch.ones(B, token.shape[1], 1) if pos is None else pos.unsqueeze(-1).float()
-        mean = (token * w).sum(1) / w.sum(1)
-        want = want + (mean * present if m == "audio" else mean)
-    torch.testing.assert_close(fusion(x, mask), F.relu(want))
-
-
 def test_attention_fusion_on_pooled_tokens_has_one_position_per_modality():
     fusion = build("attention")
     fusion(inputs("pooled"))

@@ -31,7 +31,7 @@ Methods (``make_fusion(name, dims, out_dim)``):
 ``concat``     early fusion: concatenate (optionally layer-normalised) features, linear + ReLU
 ``late``       one classifier per modality, their logits averaged or weighted (learned)
 ``weighted``   project each modality, a weighted sum; weights global (learned softmax) or fixed
-``gated``      like weighted, but a small network picks the weights per sample
+``gated``      concat whose modality blocks a small network weights per sample
 ``attention``  modality tokens (+ modality embeddings) and a summary token through a transformer
 ``cross``      each modality's positions attend over the other modalities' positions
 ``tensor``     outer product of the [features, 1] vectors (Zadeh et al. 2017)
@@ -327,10 +327,27 @@ class WeightedFusion(Fusion):
 
 
 class GatedFusion(Fusion):
-    """Per-sample weights: a gate network reads every modality and decides how much each counts.
+    """Per-sample weights: concatenation whose modality blocks a gate turns up or down per sample.
 
-    ``g = softmax(gate([x_1; ...; x_M]))`` over the present modalities (B, M), then
-    ``sum_m g_m ReLU(W_m x_m)``. ``last_weights`` keeps the gates of the last call (B, M).
+    Concat's linear layer is a sum of one block per modality, ``W [x_1; ...] = sum_m W_m x_m``.
+    Gated fusion multiplies each block by a gate computed from the sample itself::
+
+        g = 2 * sigmoid(gate([LayerNorm(x_1); ...; LayerNorm(x_M)]))    (B, M), each in (0, 2)
+        h = ReLU(b + sum_{m present} g_m W_m x_m)
+
+    Three choices make it at least as good as the concatenation it contains:
+
+    * the gate's last layer starts at zero, so every gate starts at 1 and the model starts as
+      :class:`ConcatFusion` exactly (the same function, initialised the same way);
+    * each gate is a sigmoid of its own, not a softmax over modalities, so trusting one modality
+      more never forces another one down (a softmax gate can shut a weak but useful modality off
+      early in training and never recover it);
+    * the gate reads layer-normalised features, so a modality whose features are simply larger
+      does not dominate the gate's input.
+
+    ``last_gates`` (B, M) keeps the gates of the last call (0 for a missing modality);
+    ``last_weights`` (B, M) the same normalised to sum to 1 over the present modalities: each
+    modality's share of the fused vector's input.
 
     Args:
         hidden: width of the gate network's hidden layer.
@@ -338,17 +355,28 @@ class GatedFusion(Fusion):
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, hidden: int = 64):
         super().__init__(dims, out_dim)
-        self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim) for m, d in self.dims.items()})
-        self.gate = nn.Sequential(nn.Linear(sum(self.dims.values()), hidden), nn.ReLU(),
+        total = sum(self.dims.values())
+        bound = 1.0 / math.sqrt(total)  # nn.Linear(total, out_dim)'s initialisation: as concat
+        self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim, bias=False) for m, d in self.dims.items()})
+        for layer in self.proj.values():
+            nn.init.uniform_(layer.weight, -bound, bound)
+        self.bias = nn.Parameter(torch.empty(out_dim).uniform_(-bound, bound))
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.dims.items()})
+        self.gate = nn.Sequential(nn.Linear(total, hidden), nn.ReLU(),
                                   nn.Linear(hidden, len(self.dims)))
+        nn.init.zeros_(self.gate[-1].weight)  # every gate starts at 2 * sigmoid(0) = 1
+        nn.init.zeros_(self.gate[-1].bias)
+        self.last_gates: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
 
     def fuse(self, pooled, present):
-        h = torch.stack([F.relu(self.proj[m](pooled[m])) for m in self.modalities], dim=1)
-        scores = self.gate(torch.cat([pooled[m] for m in self.modalities], dim=1))
-        weights = masked_softmax(scores, present)
-        self.last_weights = weights.detach()
-        return (weights.unsqueeze(-1) * h).sum(1)
+        normed = torch.cat([self.norms[m](pooled[m]).masked_fill(~present[:, j:j + 1], 0.0)
+                            for j, m in enumerate(self.modalities)], dim=1)
+        gates = 2 * torch.sigmoid(self.gate(normed)) * present  # (B, M), 0 where missing
+        self.last_gates = gates.detach()
+        self.last_weights = (gates / gates.sum(1, keepdim=True).clamp(min=1e-12)).detach()
+        blocks = torch.stack([self.proj[m](pooled[m]) for m in self.modalities], dim=1)
+        return F.relu(self.bias + (gates.unsqueeze(-1) * blocks).sum(1))
 
 
 # ---- attention fusion ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmcourse.fusion import (FUSION_METHODS, AttentionFusion, CrossModalFusion,
+from mmcourse.fusion import (FUSION_METHODS, AttentionFusion, ConcatFusion, CrossModalFusion,
                              Fusion, GatedFusion, LateFusion, LowRankFusion, TensorFusion,
                              WeightedFusion, make_fusion, masked_softmax,
                              scaled_dot_product_attention)
@@ -509,20 +509,73 @@ def test_weighted_fusion_learned_weights_sum_to_one_and_renormalise():
 
 def test_gated_fusion_weights_per_sample():
     fusion = GatedFusion(DIMS, OUT, hidden=8)
+    nn.init.normal_(fusion.gate[-1].weight)  # a trained gate: not uniform any more
     mask = {"image": torch.tensor([True, True, False, True]),
             "text": torch.tensor([True, False, True, False])}
     x = inputs("pooled")
     out = fusion(x, mask)
-    w = fusion.last_weights
-    assert w.shape == (B, 3) and not w.requires_grad
+    w, g = fusion.last_weights, fusion.last_gates
+    assert w.shape == g.shape == (B, 3) and not w.requires_grad and not g.requires_grad
     torch.testing.assert_close(w.sum(1), torch.ones(B))
     assert (w[~mask["image"], 0] == 0).all() and (w[~mask["text"], 2] == 0).all()
-    assert (w[0] > 0).all()
+    assert (g[~mask["image"], 0] == 0).all() and (g[~mask["text"], 2] == 0).all()
+    assert (w[0] > 0).all() and ((g > 0) & (g < 2)).sum() == 9  # 9 present (sample, modality)
     # per sample: two samples with all modalities present get different weights
     fusion(x)
     assert not torch.allclose(fusion.last_weights[0], fusion.last_weights[1])
-    h = torch.stack([F.relu(fusion.proj[m](x[m])) for m in DIMS], 1)
-    torch.testing.assert_close(out, (w.unsqueeze(-1) * h).sum(1))
+    present = torch.stack([mask.get(m, torch.ones(B, dtype=torch.bool)) for m in DIMS], 1)
+    blocks = torch.stack([fusion.proj[m](x[m]) for m in DIMS], 1) * present.unsqueeze(-1)
+    torch.testing.assert_close(out, F.relu(fusion.bias + (g.unsqueeze(-1) * blocks).sum(1)))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gated_fusion_starts_as_concat(masked):
+    """At initialisation every gate is 1 and gated fusion is concat with the same weights."""
+    gated, concat = GatedFusion(DIMS, OUT), ConcatFusion(DIMS, OUT)
+    with torch.no_grad():
+        concat.proj.weight.copy_(torch.cat([gated.proj[m].weight for m in DIMS], dim=1))
+        concat.proj.bias.copy_(gated.bias)
+    x = inputs("pooled")
+    mask = {"audio": torch.tensor([True, False, True, False])} if masked else None
+    torch.testing.assert_close(gated(x, mask), concat(x, mask))
+    present = torch.ones(B, 3, dtype=torch.bool) if mask is None else torch.stack(
+        [mask.get(m, torch.ones(B, dtype=torch.bool)) for m in DIMS], 1)
+    torch.testing.assert_close(gated.last_gates, present.float())
+    # and it is initialised like concat: the same uniform bound 1 / sqrt(sum of D_m)
+    bound = 1 / math.sqrt(sum(DIMS.values()))
+    assert all(gated.proj[m].weight.abs().max() <= bound for m in DIMS)
+
+
+def _separable(n, gen, noise_dim=8):
+    """Modality "a" says the label (a noisy linear rule); modality "b" is pure noise, 10x larger."""
+    a = torch.randn(n, 6, generator=gen)
+    y = (a[:, :3].sum(1) + 0.5 * torch.randn(n, generator=gen) > 0).long()
+    return {"a": a, "b": 10 * torch.randn(n, noise_dim, generator=gen)}, y
+
+
+@pytest.mark.parametrize("name", ["gated", "attention"])
+def test_a_pure_noise_modality_does_not_drag_adaptive_fusion_below_the_other_alone(name):
+    """Adaptive fusion contains 'a alone' (gate b to 0, or concat's block of b to 0): adding a
+    modality of pure noise must not cost more than a little accuracy on held-out data."""
+    def train_and_test(dims):
+        torch.manual_seed(0)
+        fusion = make_fusion(name, dims, 16, **KWARGS.get(name, {}))
+        head = nn.Linear(16, 2)
+        params = [*fusion.parameters(), *head.parameters()]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        x, y = _separable(512, torch.Generator().manual_seed(0))
+        for _ in range(150):
+            loss = F.cross_entropy(head(fusion({m: x[m] for m in dims})), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        x, y = _separable(2000, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            return (head(fusion({m: x[m] for m in dims})).argmax(1) == y).float().mean().item()
+
+    alone, both = train_and_test({"a": 6}), train_and_test({"a": 6, "b": 8})
+    assert alone > 0.85
+    assert both >= alone - 0.03, f"{name}: a alone {alone:.3f}, a + noise {both:.3f}"
 
 
 # ---------------------------------------------------------------- attention

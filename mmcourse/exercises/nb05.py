@@ -54,10 +54,31 @@ def check_masked_weights(masked_weights) -> str:
 
 
 def _reference_fusion(hidden: int):
-    from mmcourse.fusion import GatedFusion
+    """The textbook gate the exercise asks for: ``sum_m softmax(gate([x_1; ...]))_m ReLU(W_m x_m)``.
+
+    (The library's GatedFusion improves on it: gates that start at 1, sigmoids, normalised gate
+    inputs, applied to concat's blocks; the exercise keeps the formula notebook 05 derives.)"""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from mmcourse.fusion import Fusion, masked_softmax
+
+    class TextbookGatedFusion(Fusion):
+        def __init__(self, dims, out_dim, hidden=64):
+            super().__init__(dims, out_dim)
+            self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim) for m, d in self.dims.items()})
+            self.gate = nn.Sequential(nn.Linear(sum(self.dims.values()), hidden), nn.ReLU(),
+                                      nn.Linear(hidden, len(self.dims)))
+
+        def fuse(self, pooled, present):
+            h = torch.stack([F.relu(self.proj[m](pooled[m])) for m in self.modalities], dim=1)
+            scores = self.gate(torch.cat([pooled[m] for m in self.modalities], dim=1))
+            weights = masked_softmax(scores, present)
+            self.last_weights = weights.detach()
+            return (weights.unsqueeze(-1) * h).sum(1)
 
     torch.manual_seed(0)
-    return GatedFusion(_DIMS, 8, hidden=hidden)
+    return TextbookGatedFusion(_DIMS, 8, hidden=hidden)
 
 
 @register("5.2", "MyGatedFusion computes per-sample gates and the gated sum",
@@ -111,7 +132,7 @@ def check_gated_fusion(cls) -> str:
     if torch.allclose(got, torch.relu(want), atol=1e-5) and not torch.allclose(got, want, atol=1e-5):
         fail("the output has an extra ReLU after the weighted sum; return the sum itself")
     expect_close("MyGatedFusion(features, mask)", got.float(), want, atol=1e-5)
-    return "same gates and output as mmcourse.fusion.GatedFusion, missing modalities masked"
+    return "same gates and output as the textbook gated fusion, missing modalities masked"
 
 
 @register("5.3", "drop_modalities hides modalities at random but never all of them",

@@ -48,6 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmcourse.checks import check_int
+
 Features = Mapping[str, Any]
 
 
@@ -122,8 +124,7 @@ class Fusion(nn.Module):
         if bad:
             raise ValueError(f"dims must map modality names (str) to positive integers; bad "
                              f"entries: {bad}")
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim must be a positive integer, got {out_dim!r}")
+        check_int(out_dim, "out_dim")
         self.dims = dict(dims)
         self.modalities = tuple(dims)
         self.out_dim = out_dim
@@ -572,8 +573,7 @@ class LowRankFusion(Fusion):
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, rank: int = 4):
         super().__init__(dims, out_dim)
-        if rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {rank}")
+        check_int(rank, "rank")
         self.rank = rank
         self.factors = nn.ParameterList()
         for d in self.dims.values():

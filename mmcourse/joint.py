@@ -34,9 +34,10 @@ from torch.utils.data import Dataset, Sampler
 from mmcourse.classifier import MultimodalClassifier
 from mmcourse.data.course import CourseSplit, make_course_dataset
 from mmcourse.data.tensors import batch_indices, num_batches
-from mmcourse.encoders.audio import AudioCNN, LogMel, lengths_to_mask
-from mmcourse.encoders.image import ImageCNN
-from mmcourse.encoders.text import BagOfWordsEncoder, tokenize, train_tokenizer
+from mmcourse.encoders.audio import AudioCNN, LogMel
+from mmcourse.encoders.default import make_encoder
+from mmcourse.encoders.masks import lengths_to_mask
+from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
 from mmcourse.fusion import make_fusion
 
 N_MELS = 40
@@ -89,9 +90,9 @@ def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64) -> Multimo
     """The joint model: ImageCNN (16-32-64) + LogMelCNN + bag of words, ``dim`` features each,
     concat fusion to ``dim``, a linear head. Reads ``image`` (B, 3, 32, 32), ``audio`` (B, T, 40)
     log-mels with ``audio_lengths`` (frames), ``text`` ids (B, T) with ``text_lengths``."""
-    encoders = {"image": ImageCNN(channels=(16, 32, 64), out_dim=dim),
+    encoders = {"image": make_encoder("image", dim),
                 "audio": LogMelCNN(out_dim=dim, n_mels=N_MELS),
-                "text": BagOfWordsEncoder(vocab_size, out_dim=dim)}
+                "text": make_encoder("text", dim, vocab_size)}
     fusion = make_fusion("concat", {m: dim for m in encoders}, dim)
     return MultimodalClassifier(encoders, fusion, num_classes)
 

@@ -50,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from mmcourse.checks import check_int
 from mmcourse.data.tensors import TensorBatches
 from mmcourse.device import GpuUtilization, get_device, synchronize
 from mmcourse.joint import (NaiveCourseDataset, PreparedDataset, SeededBatchSampler, SpeedData,
@@ -254,8 +255,7 @@ def make_pipeline(step: str, data: SpeedData, split: str = "train",
     device = get_device(device)
     if config.amp == "fp16" and device.type != "cuda":
         raise ValueError(f"step 'fp16' needs CUDA: {fp16_unavailable_reason(device)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
     source = data.split(split)
     prepare_seconds = 0.0
     if not config.precompute:
@@ -352,9 +352,8 @@ def measure(model: nn.Module, batches: Iterable[dict], *, steps: int = 20, warmu
     :class:`Measurement`. Batches are moved to ``device`` inside the loop (a no-op for batches
     already there) and the batches are cycled if they run out. CUDA is synchronised before the
     clock starts and before it stops."""
-    for name, value, low in (("steps", steps, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_int(steps, "steps")
+    check_int(warmup, "warmup", minimum=0)
     device = get_device(device)
     autocast, scaler = autocast_and_scaler(amp, device)
     model.train()

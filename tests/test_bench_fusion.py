@@ -75,7 +75,7 @@ def test_format_fusion_table(tiny_report):
 def test_bench_rejects_unknown_methods_and_seeds():
     with pytest.raises(ValueError, match="unknown method 'bogus'"):
         bench.run_fusion_bench(methods=("bogus",))
-    with pytest.raises(ValueError, match="seeds must be at least 1"):
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
         bench.run_fusion_bench(seeds=0)
     with pytest.raises(SystemExit, match="unknown method 'bogus'"):
         cli_main(["bench", "fusion", "--methods", "bogus"])

@@ -78,7 +78,7 @@ def test_early_stopping_keeps_the_best_weights():
 @pytest.mark.parametrize("patience", [0, -1, 1.5, True, "2"])
 def test_bad_patience_raises(patience):
     train, val = toy_loaders()
-    with pytest.raises(ValueError, match=r"patience must be None or a positive integer, got"):
+    with pytest.raises(ValueError, match=r"patience must be a positive integer or None, got"):
         fit(toy_model(), train, val, epochs=2, patience=patience, device="cpu")
 
 

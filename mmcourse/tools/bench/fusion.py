@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from mmcourse.checks import check_int
 from mmcourse.classifier import MultimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS, make_course_dataset
 from mmcourse.device import get_device
@@ -104,8 +105,7 @@ def run_fusion_bench(seeds: int = 3, epochs: int = 12, n_test: int = 1000,
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; expected some of {list(known)}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    check_int(seeds, "seeds")
     device = get_device(device)
     start = time.time()
     conditions = test_conditions(n_test)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from mmcourse.checks import check_int
 from mmcourse.device import get_device
 from mmcourse.joint import SpeedData
 from mmcourse.speed import (ALL_STEPS, Measurement, Pipeline, fp16_unavailable_reason,
@@ -52,11 +53,8 @@ def run_train_bench(steps: int = 20, batch_size: int = 128, device: str | torch.
     if unknown:
         raise ValueError(f"unknown step {unknown[0]!r}; expected some of {list(ALL_STEPS)}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < batch_size:
-        raise ValueError(f"train_size must be an integer of at least batch_size ({batch_size}), "
-                         f"got {train_size!r}")
+        check_int(value, name)
+    check_int(train_size, "train_size", minimum=batch_size, unit="at least batch_size")
     device = get_device(device)
     saved = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(),

@@ -12,7 +12,8 @@ competition), with a prediction of the method that theory says should win::
 
 How a modality shows a *symbol* s in 0..K-1: the image is Gaussian noise (std ``noise``) with the
 3x3 glyph of s (entries +-1, times an amplitude) added at a random place; the spectrogram-like
-array is noise with the 3-frame motif of s added at a random time. An encoder must find the
+array is noise with the 3-frame motif of s added at a random time, scaled to the glyph's energy
+so that neither modality is easier by construction. An encoder must find the
 pattern wherever it is (:mod:`mmcourse.encoders.small`). A *corrupted* modality shows a wrong
 symbol, just as clearly; with a *cue*, its first image row or first band is also lit (3.0), so
 the corruption can be seen. A *missing* modality is all zeros with ``present`` False.
@@ -33,7 +34,7 @@ from mmcourse.data.tensors import TensorBatches
 
 MODALITIES = ("image", "audio")
 CUE = 3.0  # the value of a lit cue row (image) or band (audio)
-_COMMON = {"classes": 4, "n_train": 1500, "n_val": 500, "n_test": 1000, "noise": 0.6,
+_COMMON = {"classes": 4, "n_train": 1000, "n_val": 300, "n_test": 1000, "noise": 0.5,
            "image_size": 8, "frames": 16, "bands": 8}
 
 
@@ -66,7 +67,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "the modalities are independent noisy views of one label; the optimal rule adds their "
            "evidence (a sum of log-likelihoods), which late fusion is and concat contains, so "
            "every fusion ties; all beat each single modality", True,
-           _knobs(noise=1.1)),
+           _knobs(noise=0.9)),
     Preset("unique", "label = (image part, audio part): each modality shows a different part",
            ("concat", "late"),
            "log p(y|x) = log p(image part|image) + log p(audio part|audio): additive, so late "
@@ -78,7 +79,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "each modality alone says nothing about the label (chance), and neither does a sum "
            "of per-modality scores (late fusion: additive, at chance); the label is a product-"
            "like interaction, which the bilinear family builds directly ([z_img,1] x [z_aud,1]) "
-           "while concat must assemble it from one ReLU layer", False, _knobs()),
+           "while concat must assemble it from one ReLU layer", False,
+           _knobs(noise=0.3, n_train=2000)),
     Preset("reliability", "both show the label, but in a share `corrupt` of the samples one "
            "modality (either) shows a wrong symbol; with `cue`, the corrupted one is lit",
            ("gated", "attention"),
@@ -108,7 +110,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "late fusion averages the logits of the present modalities, and each modality's "
            "logits alone still classify; concat (and the bilinear family) see zeros they never "
            "saw in training where a modality is missing", False,
-           _knobs(noise=1.1, test_missing=0.5, train_missing=0.0)),
+           _knobs(noise=0.9, test_missing=0.5, train_missing=0.0)),
 ]}
 
 _RATES = ("corrupt", "flip", "train_image", "train_audio", "test_image", "test_audio",
@@ -247,7 +249,8 @@ def _render(lat: dict, glyphs: torch.Tensor, motifs: torch.Tensor, kn: dict,
     image[:, 0][lat["cue"]["image"]] = CUE
     audio = kn["noise"] * torch.randn(n, t, b, generator=g)
     start = torch.randint(0, t - 2, (n,), generator=g)
-    motif = motifs[lat["symbol"]["audio"]] * lat["amplitude"]["audio"].view(n, 1, 1)
+    scale = (3 / (b - 1)) ** 0.5   # the motif gets the glyph's energy (9 entries of +-1)
+    motif = motifs[lat["symbol"]["audio"]] * (scale * lat["amplitude"]["audio"]).view(n, 1, 1)
     for dt in range(3):
         audio[idx, start + dt, 1:] += motif[:, dt]    # band 0 is kept for the cue
     audio[:, :, 0][lat["cue"]["audio"]] = CUE

@@ -1,0 +1,1 @@
+"""Course tooling: benchmarks and other commands behind the ``mmcourse`` CLI."""

@@ -7,7 +7,7 @@ it; it may import the library, never the other way round.
     student        ``mmcourse student``: solutions/ -> notebooks/
     grading        ``mmcourse grade``: grade submitted notebooks exercise by exercise
     site           ``mmcourse site``: the course website, offline
-    bench/         ``mmcourse bench fusion`` and ``mmcourse bench train``
+    bench/         ``mmcourse bench fusion``, ``bench regimes`` and ``bench train``
 
 The notebook format they share (exercise headers, tags, mimetypes) is :mod:`mmcourse.notebook_format`.
 """

@@ -154,6 +154,17 @@ def _cmd_bench_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_regimes(args: argparse.Namespace) -> int:
+    from mmcourse.tools.bench.regimes import format_regimes_table, run_regimes_bench
+
+    try:
+        report = run_regimes_bench(seeds=args.seeds, epochs=args.epochs)
+    except ValueError as err:
+        raise SystemExit(f"mmcourse bench regimes: {err}") from None
+    print(json.dumps(report, indent=2) if args.json else format_regimes_table(report))
+    return 0
+
+
 def _steps(only: str | None) -> tuple[str, ...]:
     from mmcourse.speed import ALL_STEPS
 
@@ -224,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_fusion)
+    b = bench.add_parser("regimes", help="known-answer tasks (redundant, synergy, ...): every "
+                         "single modality and fusion, over seeds, vs each regime's predicted winner")
+    b.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    b.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=_cmd_bench_regimes)
     b = bench.add_parser("train", help="training throughput (samples/s) of the joint multimodal "
                          "model, step by step from a naive input pipeline to an optimized one")
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")

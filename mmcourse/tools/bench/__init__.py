@@ -1,5 +1,7 @@
-"""The benches: measured comparisons printed as tables (``mmcourse bench fusion|train``).
+"""The benches: measured comparisons printed as tables (``mmcourse bench fusion|regimes|train``).
 
     fusion   every fusion method vs the single modalities: clean, corrupted, missing; over seeds
+    regimes  known-answer tasks (redundant, unique, synergy, ...): each regime's predicted winner
+             measured against every single modality and fusion, over seeds
     train    training throughput of the joint model, pipeline step by pipeline step
 """

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from mmcourse.cli import build_parser
+from mmcourse.tools.cli import build_parser
 from mmcourse.data.regimes import CUE, MODALITIES, PRESETS, make_regime
 from mmcourse.fusion import FUSION_METHODS
 from mmcourse.reproducibility import seed_everything

@@ -129,7 +129,7 @@ def test_structure_synergy_single_modality_at_chance_redundant_above(modality):
     acc, chance = _probe("synergy", modality)
     assert abs(acc - chance) < 0.06, f"{modality} alone on synergy: {acc:.3f} vs chance {chance}"
     acc, chance = _probe("redundant", modality)
-    assert acc > chance + 0.25, f"{modality} alone on redundant: {acc:.3f} vs chance {chance}"
+    assert acc > chance + 0.15, f"{modality} alone on redundant: {acc:.3f} vs chance {chance}"
 
 
 def test_every_registered_fusion_builds_and_runs_on_a_regime_batch():
@@ -149,7 +149,7 @@ def test_judge_baseline_and_predicted_winner():
     # redundant: concat/late predicted; gated 2 points lower but within the spread (ties)
     r = judge("redundant", _results(image=(70, 1), concat=(90, 1.5), late=(90.5, 1),
                                     gated=(88.8, 2), tensor=(80, 1)), 0.25)
-    assert r["won"] and r["pick"] == "late" and "gated" in r["ties"] and "tensor" not in r["ties"]
+    assert r["won"] and r["pick"] == "late" and "gated" in r["ties"] and r["below"] == ["tensor"]
     r = judge("redundant", _results(concat=(80, 1), late=(81, 1), gated=(90, 1)), 0.25)
     assert not r["won"] and r["beaten_by"] == ["gated"] and r["best"] == "gated"
     # synergy: tensor must beat concat by 3 points beyond the larger std

@@ -158,7 +158,8 @@ def _cmd_bench_regimes(args: argparse.Namespace) -> int:
     from mmcourse.tools.bench.regimes import format_regimes_table, run_regimes_bench
 
     try:
-        report = run_regimes_bench(seeds=args.seeds, epochs=args.epochs)
+        report = run_regimes_bench(seeds=args.seeds, epochs=args.epochs,
+                                   log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     except ValueError as err:
         raise SystemExit(f"mmcourse bench regimes: {err}") from None
     print(json.dumps(report, indent=2) if args.json else format_regimes_table(report))

@@ -16,7 +16,7 @@ Protocol (the same for every regime and method, nothing tuned per method):
 Judging a prediction (``won``): the best of the predicted methods (``pick``) against concat.
 Where concat or late fusion is the predicted optimum (``baseline``), the prediction holds when no
 method beats ``pick`` by more than the larger of the two standard deviations (``ties`` lists the
-fusions within that spread of it). Elsewhere it holds when ``pick`` beats concat by at least 3
+fusions within that spread of it, ``below`` those under it). Elsewhere it holds when ``pick`` beats concat by at least 3
 points beyond the larger standard deviation: ``mean(pick) - mean(concat) - max(std) >= 3``.
 
 Other tasks (such as the course-data synergy task, frozen vs joint) slot into the report
@@ -101,6 +101,8 @@ def judge(name: str, results: dict[str, dict[str, Any]], chance: float) -> dict[
         entry["beaten_by"] = [m for m in results if mean(m) - mean(pick) > spread(m, pick)]
         entry["ties"] = [m for m in results if m in FUSION_METHODS
                          and abs(mean(m) - mean(pick)) <= spread(m, pick)]
+        entry["below"] = [m for m in results if m in FUSION_METHODS
+                          and mean(pick) - mean(m) > spread(m, pick)]
         entry["won"] = not entry["beaten_by"]
     else:
         entry["won"] = entry["pick_minus_concat"] - spread(pick, "concat") >= MARGIN
@@ -110,13 +112,15 @@ def judge(name: str, results: dict[str, dict[str, Any]], chance: float) -> dict[
 def run_regimes_bench(seeds: int = 3, epochs: int = 10, regimes: tuple[str, ...] = REGIMES,
                       methods: tuple[str, ...] = METHODS, sizes: dict[str, int] | None = None,
                       device: str | torch.device | None = None,
-                      extra: dict[str, Callable[..., dict[str, Any]]] | None = None
-                      ) -> dict[str, Any]:
+                      extra: dict[str, Callable[..., dict[str, Any]]] | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the bench; return a JSON-able dict with ``config``, ``regimes`` (one verdict per
     regime, see :func:`judge`, with ``results`` {method: mean, std, runs in percent}) and one
     entry per extra task (``EXTRA_TASKS`` by default).
 
-    ``sizes`` overrides the split sizes of every regime, e.g. ``{"n_train": 300}``.
+    ``sizes`` overrides the split sizes of every regime, e.g. ``{"n_train": 300}``. Runs on one
+    CPU thread (restored afterwards): with models this small, more threads only add waiting.
+    ``log``, if given, gets one line per regime and seed (accuracies and seconds so far).
     """
     for what, given, known in (("regime", regimes, REGIMES), ("method", methods, METHODS)):
         bad = [x for x in given if x not in known]
@@ -127,6 +131,16 @@ def run_regimes_bench(seeds: int = 3, epochs: int = 10, regimes: tuple[str, ...]
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     sizes = dict(sizes or {})
     device = get_device(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the models are tiny: more threads only wait on each other
+    try:
+        return _run(seeds, epochs, regimes, methods, sizes, device,
+                    EXTRA_TASKS if extra is None else extra, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(seeds, epochs, regimes, methods, sizes, device, extra, log) -> dict[str, Any]:
     start = time.time()
     report: dict[str, Any] = {
         "config": {"seeds": list(range(seeds)), "epochs": epochs, "lr": LR, "batch_size": BATCH,
@@ -139,12 +153,16 @@ def run_regimes_bench(seeds: int = 3, epochs: int = 10, regimes: tuple[str, ...]
             data = make_regime(name, seed=seed, **sizes)
             for method in methods:
                 runs[method].append(train_and_test(data, method, seed, epochs, device))
+            if log is not None:
+                log(f"{name} seed {seed}: " + " ".join(f"{m} {100 * runs[m][-1]:.1f}"
+                                                      for m in methods) +
+                    f" ({time.time() - start:.0f} s)")
         results = {m: _summary(v) for m, v in runs.items()}
         entry = judge(name, results, data.chance)
         entry["results"] = {m: {k: (100 * v if k != "runs" else [100 * x for x in v])
                                 for k, v in r.items()} for m, r in results.items()}
         report["regimes"].append(entry)
-    for key, task in (EXTRA_TASKS if extra is None else extra).items():
+    for key, task in extra.items():
         report[key] = task(seeds=seeds, device=device)
     report["seconds"] = round(time.time() - start, 1)
     return report
@@ -170,7 +188,8 @@ def format_regimes_table(report: dict[str, Any]) -> str:
         elif e["baseline"]:
             verdict = ("held: nothing beats " if e["won"] else "failed: beaten by " +
                        ", ".join(e["beaten_by"]) + "; ") + \
-                f"{e['pick']} beyond the spread; ties: {', '.join(e['ties']) or 'none'}"
+                f"{e['pick']} beyond the spread; ties: {', '.join(e['ties']) or 'none'}; " \
+                f"below: {', '.join(e['below']) or 'none'}"
         else:
             verdict = (f"{'held' if e['won'] else 'failed'}: {e['pick']} - concat = "
                        f"{e['pick_minus_concat']:+.1f} points (needs >= {cfg['margin']:g} "

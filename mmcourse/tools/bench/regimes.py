@@ -37,6 +37,7 @@ from mmcourse.encoders.small import SmallImageCNN, SmallSpectrogramCNN
 from mmcourse.fusion import FUSION_METHODS, make_fusion
 from mmcourse.progress import progress
 from mmcourse.reproducibility import seed_everything
+from mmcourse.tools.bench.matching import synergy_task
 from mmcourse.training import UnimodalClassifier, accuracy, fit
 
 METHODS = MODALITIES + tuple(FUSION_METHODS)
@@ -47,7 +48,7 @@ MARGIN = 3.0  # points beyond one std by which a predicted (non-baseline) winner
 
 #: name -> ``fn(seeds=..., device=...) -> JSON-able dict``, added to the report under that name
 #: (the course synergy task, frozen vs joint, is meant to be registered as "synergy_task").
-EXTRA_TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
+EXTRA_TASKS: dict[str, Callable[..., dict[str, Any]]] = {"synergy_task": synergy_task}
 
 
 def encoder(modality: str, data: RegimeData) -> torch.nn.Module:
@@ -195,5 +196,10 @@ def format_regimes_table(report: dict[str, Any]) -> str:
                        f"{e['pick_minus_concat']:+.1f} points (needs >= {cfg['margin']:g} "
                        f"beyond one std)")
         lines.append(f"{e['name']:18s} {'/'.join(e['predicted']):18s} {e['best']:10s} {verdict}")
+    if "synergy_task" in report:
+        task = report["synergy_task"]
+        lines.append(f"course synergy task (image-text matching, seed {task['seed']}): frozen "
+                     f"features + concat {task['frozen']:.1f}, joint ({task['joint_epochs']} "
+                     f"epochs) {task['joint']:.1f}, chance {task['chance']:.1f}")
     lines.append(f"({report['seconds']:.0f} s)")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def test_fp16_is_skipped_on_cpu_with_the_reason():
 def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="unknown step 'turbo'"):
         run_train_bench(step_names=("naive", "turbo"))
-    with pytest.raises(ValueError, match="train_size must be an integer of at least batch_size"):
+    with pytest.raises(ValueError, match=r"train_size must be an integer >= 64 \(at least batch_size\), got 32"):
         run_train_bench(batch_size=64, train_size=32)
 
 

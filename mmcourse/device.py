@@ -1,5 +1,6 @@
-"""Pick the device to compute on (``get_device()``), and the helpers that time work on it:
-``synchronize(device)`` and a GPU-utilisation sampler (:class:`GpuUtilization`)."""
+"""Pick the device to compute on (``get_device()``), whether it computes bfloat16 fast
+(``fast_bfloat16(device)``), and the helpers that time work on it: ``synchronize(device)`` and a
+GPU-utilisation sampler (:class:`GpuUtilization`)."""
 from __future__ import annotations
 
 import os
@@ -63,6 +64,27 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}; expected 'auto', 'cpu', 'cuda' or 'mps'")
     return chosen
+
+
+def fast_bfloat16(device: str | torch.device | None = None) -> bool:
+    """True when ``device`` has bfloat16 arithmetic in hardware, so bfloat16 autocast speeds
+    training up; False where it would be emulated and slower than float32.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: oneDNN's bfloat16 kernels,
+    which need AVX-512 BF16 or AMX (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``); without
+    them a bfloat16 convolution falls back to generic kernels, many times slower than float32.
+    Other devices (MPS): False, as the course has not measured them.
+    """
+    device = get_device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(probe()) if probe is not None else False
+        except RuntimeError:
+            return False
+    return False
 
 
 def available_devices() -> list[str]:

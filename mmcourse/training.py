@@ -23,7 +23,7 @@ from mmcourse.checks import check_int
 # UnimodalClassifier lives beside MultimodalClassifier; notebooks 01-03, 05, 09 and 11 import
 # it from here, with the loop that trains it.
 from mmcourse.classifier import UnimodalClassifier  # noqa: F401
-from mmcourse.device import get_device
+from mmcourse.device import fast_bfloat16, get_device
 from mmcourse.progress import progress
 
 
@@ -55,9 +55,24 @@ class History:
         return f"History({len(self.train_loss)} epochs, {last}{val})"
 
 
+AMP_CHOICES = (None, "auto", "bf16", "fp16")
+
+
+def resolve_amp(amp: str | None, device: str | torch.device | None = None) -> str | None:
+    """``amp`` with ``"auto"`` resolved for ``device``: ``"bf16"`` where the hardware computes
+    bfloat16 fast (:func:`mmcourse.device.fast_bfloat16`), else None (float32). Other values
+    (None, "bf16", "fp16") are returned as given; anything else is a ``ValueError``."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if amp == "auto":
+        return "bf16" if fast_bfloat16(device) else None
+    return amp
+
+
 def mixed_precision(amp: str | None, device: torch.device):
-    """``(autocast context factory, GradScaler or None)`` for ``amp`` in (None, "bf16", "fp16");
-    fp16 needs a CUDA device."""
+    """``(autocast context factory, GradScaler or None)`` for ``amp`` in (None, "auto", "bf16",
+    "fp16") (see :func:`resolve_amp` for "auto"); fp16 needs a CUDA device."""
+    amp = resolve_amp(amp, device)
     if amp is None:
         return contextlib.nullcontext, None
     if amp == "bf16":
@@ -68,7 +83,7 @@ def mixed_precision(amp: str | None, device: torch.device):
                              f"is slow or unsupported); use amp='bf16' there")
         return ((lambda: torch.autocast(device_type="cuda", dtype=torch.float16)),
                 torch.amp.GradScaler("cuda"))
-    raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    raise AssertionError(f"unreachable: amp={amp!r}")
 
 
 def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -107,8 +122,9 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
             validation accuracy.
         patience: with a validation loader, stop after this many epochs without a better
             validation accuracy (early stopping); None trains all ``epochs``.
-        amp: mixed precision: None (float32), ``"bf16"`` (bfloat16 autocast, CPU or GPU) or
-            ``"fp16"`` (float16 autocast with a gradient scaler; CUDA only).
+        amp: mixed precision: None (float32), ``"bf16"`` (bfloat16 autocast, CPU or GPU),
+            ``"fp16"`` (float16 autocast with a gradient scaler; CUDA only) or ``"auto"``
+            (bf16 where the hardware computes it fast, else float32; :func:`resolve_amp`).
     """
     check_int(epochs, "epochs")
     check_int(patience, "patience", allow_none=True)

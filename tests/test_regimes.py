@@ -13,7 +13,8 @@ from mmcourse.tools.cli import build_parser
 from mmcourse.data.regimes import CUE, MODALITIES, PRESETS, make_regime
 from mmcourse.fusion import FUSION_METHODS
 from mmcourse.reproducibility import seed_everything
-from mmcourse.tools.bench.regimes import build_model, judge, run_regimes_bench, train_and_test
+from mmcourse.regime_runs import build_model, judge, train_and_test
+from mmcourse.tools.bench.regimes import run_regimes_bench
 
 SMALL = {"n_train": 60, "n_val": 20, "n_test": 40}
 

@@ -132,8 +132,25 @@ def test_fp16_on_cpu_raises_a_clear_error():
 @pytest.mark.parametrize("amp", ["bogus", "float16", True, 16])
 def test_unknown_amp_raises(amp):
     train, _ = toy_loaders()
-    with pytest.raises(ValueError, match=r"amp must be None, 'bf16' or 'fp16', got"):
+    with pytest.raises(ValueError, match=r"amp must be one of \(None, 'auto', 'bf16', 'fp16'\), got"):
         fit(toy_model(), train, epochs=1, amp=amp, device="cpu")
+
+
+@pytest.mark.parametrize("fast, expected", [(True, "bf16"), (False, None)])
+def test_auto_amp_follows_the_hardware(monkeypatch, fast, expected):
+    import mmcourse.training as training
+    monkeypatch.setattr(training, "fast_bfloat16", lambda device=None: fast)
+    assert training.resolve_amp("auto", "cpu") == expected
+    for given in (None, "bf16"):
+        assert training.resolve_amp(given, "cpu") == given
+    train, val = toy_loaders()
+    history = fit(toy_model(), train, val, epochs=1, amp="auto", device="cpu")
+    assert len(history.train_loss) == 1
+
+
+def test_fast_bfloat16_answers_for_the_cpu():
+    from mmcourse.device import fast_bfloat16
+    assert fast_bfloat16("cpu") in (True, False)
 
 
 # ---------------------------------------------------------------- evaluate

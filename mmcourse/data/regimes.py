@@ -258,6 +258,15 @@ def _render(lat: dict, glyphs: torch.Tensor, motifs: torch.Tensor, kn: dict,
     return {m: x * lat["present"][m].view(n, *([1] * (x.ndim - 1))) for m, x in inputs.items()}
 
 
+def num_classes(name: str, **knobs: Any) -> int:
+    """The number of classes of regime ``name`` with ``knobs`` (checked as :func:`make_regime`
+    checks them), without generating anything: ``classes``, or ``image_part * audio_part``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown regime {name!r}; expected one of {list(PRESETS)}")
+    kn = _check_knobs(PRESETS[name], knobs)
+    return kn["image_part"] * kn["audio_part"] if "image_part" in kn else kn["classes"]
+
+
 def make_regime(name: str, seed: int = 0, **knobs: Any) -> RegimeData:
     """Generate the regime ``name`` (one of ``PRESETS``) with ``seed`` and optional knobs.
 
@@ -272,7 +281,7 @@ def make_regime(name: str, seed: int = 0, **knobs: Any) -> RegimeData:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     preset = PRESETS[name]
     kn = _check_knobs(preset, knobs)
-    k = kn["image_part"] * kn["audio_part"] if name == "unique" else kn["classes"]
+    k = num_classes(name, **knobs)
     g = torch.Generator().manual_seed(seed)
     n_sym = {"image": kn.get("image_part", k), "audio": kn.get("audio_part", k)}
     codes = torch.randperm(2 ** 9, generator=g)[:n_sym["image"]]          # distinct 3x3 glyphs

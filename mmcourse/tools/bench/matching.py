@@ -24,7 +24,7 @@ from mmcourse.training import evaluate, fit
 
 PAIR = ("image", "text")
 #: Notebook 07's defaults: fusion epochs on frozen features, end-to-end epochs, learning rates.
-FROZEN_EPOCHS, JOINT_EPOCHS, FROZEN_LR, JOINT_LR, AMP, DIM = 15, 4, 2e-3, 3e-3, "bf16", 64
+FROZEN_EPOCHS, JOINT_EPOCHS, FROZEN_LR, JOINT_LR, AMP, DIM = 15, 4, 2e-3, 3e-3, "auto", 64
 
 
 def synergy_task(seeds: int = 1, device: torch.device | str | None = None,

@@ -1,0 +1,149 @@
+"""Train and judge every method on the known-answer regimes of :mod:`mmcourse.data.regimes`.
+
+What notebook 12 and ``mmcourse bench regimes`` share::
+
+    results = measure(("synergy",), ("image", "audio", "concat", "late"), seeds=2, epochs=8)
+    results["synergy"]["concat"]        # {"mean": ..., "std": ..., "runs": [...]}, fractions
+    judge("synergy", results["synergy"], chance=0.25)["won"]
+
+Protocol (the same for every regime and method, nothing tuned per method):
+
+1. For each seed s, the regime is generated with seed s (:func:`make_regime`, its defaults
+   unless ``sizes`` overrides the split sizes).
+2. Each method is trained end to end from scratch with seed s: a single modality is its small
+   encoder (:mod:`mmcourse.encoders.small`) plus a linear head; a fusion is both encoders, the
+   fusion (``make_fusion`` with its defaults; a fusion whose ``outputs_logits`` is True gets
+   ``out_dim`` = classes and no head) and a linear head. AdamW, learning rate 3e-3, batch 128,
+   ``epochs`` epochs, the epoch with the best validation accuracy kept. Fusions that read
+   sequences (``uses_sequences``) get the encoders' tokens (image patches, groups of frames).
+3. Test accuracy on the regime's test split; mean and std over seeds.
+
+Judging a prediction (:func:`judge`): the best of the predicted methods (``pick``) against
+concat. Where concat or late fusion is the predicted optimum (``baseline``), the prediction holds
+when no method beats ``pick`` by more than the larger of the two standard deviations (``ties``
+lists the fusions within that spread of it, ``below`` those under it). Elsewhere it holds when
+``pick`` beats concat by at least ``MARGIN`` points beyond the larger standard deviation:
+``mean(pick) - mean(concat) - max(std) >= 3``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+from mmcourse.classifier import MultimodalClassifier, UnimodalClassifier
+from mmcourse.data.regimes import MODALITIES, PRESETS, RegimeData, make_regime
+from mmcourse.encoders.small import SmallImageCNN, SmallSpectrogramCNN
+from mmcourse.fusion import FUSION_METHODS, make_fusion
+from mmcourse.reproducibility import seed_everything
+from mmcourse.training import accuracy, fit
+
+METHODS = MODALITIES + tuple(FUSION_METHODS)
+REGIMES = tuple(PRESETS)
+FEATURES, FUSED = 32, 32  # encoder output size, fused size (a logits fusion gets the classes)
+LR, BATCH = 3e-3, 128
+MARGIN = 3.0  # points beyond one std by which a predicted (non-baseline) winner must beat concat
+
+def encoder(modality: str, data: RegimeData) -> torch.nn.Module:
+    """A fresh small encoder for ``modality`` of ``data``."""
+    if modality == "image":
+        return SmallImageCNN(channels=1, out_dim=FEATURES)
+    return SmallSpectrogramCNN(bands=data.knobs["bands"], out_dim=FEATURES)
+
+
+def build_model(method: str, data: RegimeData) -> torch.nn.Module:
+    """A single-modality classifier (``method`` a modality) or a fusion classifier."""
+    k = data.num_classes
+    if method in MODALITIES:
+        return UnimodalClassifier(encoder(method, data), method, k)
+    out_dim = k if FUSION_METHODS[method].outputs_logits else FUSED
+    fusion = make_fusion(method, {m: FEATURES for m in MODALITIES}, out_dim)
+    return MultimodalClassifier({m: encoder(m, data) for m in MODALITIES}, fusion, k)
+
+
+def train_and_test(data: RegimeData, method: str, seed: int, epochs: int,
+                   device: torch.device | str | None = None) -> float:
+    """Train ``method`` on ``data`` with seed ``seed``; return its test accuracy (0 to 1)."""
+    seed_everything(seed)
+    model = build_model(method, data)
+    fit(model, data.train.loader(BATCH, shuffle=True, seed=seed), data.val.loader(1000),
+        epochs=epochs, lr=LR, device=device, desc=method)
+    return accuracy(model, data.test.loader(1000), device=device)
+
+
+def summarise(values: list[float]) -> dict[str, Any]:
+    """``{"mean", "std", "runs"}`` of a list of accuracies (std 0 for a single run)."""
+    return {"mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": values}
+
+
+def judge(name: str, results: dict[str, dict[str, Any]], chance: float) -> dict[str, Any]:
+    """One regime's verdict from ``results`` {method: {"mean", "std"}} (fractions, as
+    :func:`measure` gives them); see the module docstring. Returns name, predicted, baseline, pick, best, margins (points), won."""
+    preset = PRESETS[name]
+    mean = lambda m: 100 * results[m]["mean"]  # noqa: E731
+    spread = lambda a, b: 100 * max(results[a]["std"], results[b]["std"])  # noqa: E731
+    entry: dict[str, Any] = {"name": name, "predicted": list(preset.predicted),
+                             "baseline": preset.baseline, "structure": preset.structure,
+                             "why": preset.why, "chance": 100 * chance,
+                             "best": max(results, key=mean), "won": None}
+    candidates = [m for m in preset.predicted if m in results]
+    if not candidates or "concat" not in results:
+        return entry  # nothing to judge with the methods measured
+    pick = entry["pick"] = max(candidates, key=mean)
+    entry["pick_minus_concat"] = mean(pick) - mean("concat")
+    if preset.baseline:
+        entry["beaten_by"] = [m for m in results if mean(m) - mean(pick) > spread(m, pick)]
+        entry["ties"] = [m for m in results if m in FUSION_METHODS
+                         and abs(mean(m) - mean(pick)) <= spread(m, pick)]
+        entry["below"] = [m for m in results if m in FUSION_METHODS
+                          and mean(pick) - mean(m) > spread(m, pick)]
+        entry["won"] = not entry["beaten_by"]
+    else:
+        entry["won"] = entry["pick_minus_concat"] - spread(pick, "concat") >= MARGIN
+    return entry
+
+
+def measure(regimes: tuple[str, ...] = REGIMES, methods: tuple[str, ...] = METHODS,
+            seeds: int = 3, epochs: int = 10, sizes: dict[str, int] | None = None,
+            device: str | torch.device | None = None,
+            log: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Train and test every method of ``methods`` on every regime of ``regimes``, once per seed.
+
+    Returns ``{regime: {method: {"mean", "std", "runs"}}}`` (fractions, runs in seed order).
+    ``sizes`` overrides the split sizes of every regime, e.g. ``{"n_train": 300}``. Runs on one
+    CPU thread (restored afterwards): with models this small, more threads only add waiting.
+    ``log``, if given, gets one line per regime and seed (accuracies and seconds so far).
+    """
+    for what, given, known in (("regime", regimes, REGIMES), ("method", methods, METHODS)):
+        if isinstance(given, str):
+            raise ValueError(f"{what}s must be a tuple of names, got the string {given!r}")
+        bad = [x for x in given if x not in known]
+        if bad or not given:
+            raise ValueError(f"unknown {what} {bad[0]!r}; expected some of {list(known)}" if bad
+                             else f"give at least one {what}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    sizes = dict(sizes or {})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start, out = time.time(), {}
+    try:
+        for name in regimes:
+            runs: dict[str, list[float]] = {m: [] for m in methods}
+            for seed in range(seeds):
+                data = make_regime(name, seed=seed, **sizes)
+                for method in methods:
+                    runs[method].append(train_and_test(data, method, seed, epochs, device))
+                if log is not None:
+                    log(f"{name} seed {seed}: " + " ".join(f"{m} {100 * runs[m][-1]:.1f}"
+                                                          for m in methods) +
+                        f" ({time.time() - start:.0f} s)")
+            out[name] = {m: summarise(v) for m, v in runs.items()}
+    finally:
+        torch.set_num_threads(threads)
+    return out

@@ -29,7 +29,8 @@ import re
 
 import nbformat
 
-from mmcourse.notebook_format import CODE_BEGIN, CODE_END, MD_REGION_RE, MIMETYPE_PREFIX, exercise_id
+from mmcourse.notebook_format import (CODE_BEGIN, CODE_END, MD_REGION_RE, MIMETYPE_PREFIX,
+                                      exercise_id)
 from mmcourse.tools.student import student_version
 
 MD_REGION_BODY_RE = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(.*?)<!--\s*END SOLUTION\s*-->",

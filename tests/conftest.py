@@ -36,7 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "notebook: executes the course notebooks (slow; deselect with -m 'not notebook')")
     config.addinivalue_line(
-        "markers", "browser: drives JupyterLab in headless Chromium (deselect with -m 'not browser')")
+        "markers", "browser: drives JupyterLab or the website in headless Chromium (deselect with "
+        "-m 'not browser')")
 
 
 @pytest.fixture(scope="session")

@@ -217,6 +217,19 @@ def test_student_bad_root(tmp_path):
         main(["student", "--check", "--root", str(tmp_path)])
 
 
+# -- mmcourse site -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, solutions", [([], True), (["--no-solutions"], False)])
+def test_site_passes_no_solutions_on(repo_root, tmp_path, monkeypatch, flags, solutions):
+    """The build itself is tested in tests/test_site.py; here only what the command asks for."""
+    import mmcourse.tools.site as site
+
+    calls = []
+    monkeypatch.setattr(site, "build_site", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert main(["site", "--root", str(repo_root), "--out", str(tmp_path), *flags]) == 0
+    assert calls == [((repo_root, str(tmp_path)), {"solutions": solutions})]
+
+
 # -- argument parsing ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

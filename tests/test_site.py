@@ -1,10 +1,14 @@
 """The course website (mmcourse.tools.site, site/): built once per module from the solution notebooks
 with their committed outputs, offline; every notebook has a page, the navigation groups pages by
 part, every internal link and local asset resolves, and no page loads a script or style from the
-internet. About 30-60 s on 2 cores (the build)."""
+internet. The answers: folded behind a "Show solution N.M" <details> toggle (opened with the
+keyboard in headless Chromium when Playwright and Chromium are there), or, in the build without
+solutions (built once more), absent from every file of the site while the lesson outputs stay.
+About 30-60 s on 2 cores per build."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -13,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
+from mmcourse.notebook_format import CODE_BEGIN, CODE_END, MD_REGION_RE, exercise_id
 from mmcourse.tools.site import build_site, prune_toc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,3 +236,217 @@ parts:
     assert [p["caption"] for p in pruned["parts"]] == ["Part 1"]
     assert pruned["parts"][0]["chapters"] == [{"glob": "solutions/0[0-3]_*"}]
     assert any("missing" in d for d in dropped) and any("Part 2" in d for d in dropped)
+
+
+# --- The answers: folded by default, absent from the build without solutions ---------------------
+
+MD_REGION_BODY = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(.*?)<!--\s*END SOLUTION\s*-->", re.S)
+
+
+def _output_lines(cell: dict) -> list[str]:
+    lines = []
+    for out in cell.get("outputs", []):
+        text = out.get("text") or out.get("data", {}).get("text/plain") or ""
+        lines += ("".join(text) if isinstance(text, list) else text).splitlines()
+    return lines
+
+
+def _answers(nb_path: Path) -> dict:
+    """What only the answers of a solution notebook hold: ``code`` (stripped lines found only in
+    solution regions), ``written`` (lines of written answers, 20+ characters, without markup that
+    renders differently), ``outputs`` (output lines found only in exercise cells) and
+    ``exercises`` (ids of the cells with a solution region)."""
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    inside, outside, exercise_outputs = set(), set(), set()
+    written, exercises = [], []
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            for body in MD_REGION_BODY.findall(source):
+                written += [line.strip() for line in body.splitlines()
+                            if len(line.strip()) >= 20 and not re.search(r"[\[\]$\\<>|]", line)]
+            outside.update(line.strip() for line in MD_REGION_RE.sub("", source).splitlines())
+            continue
+        region = False
+        for line in source.splitlines():
+            if line.strip() in (CODE_BEGIN, CODE_END):
+                region = line.strip() == CODE_BEGIN
+                continue
+            (inside if region else outside).add(line.strip())
+        if exercise_id(cell):
+            exercise_outputs.update(line.strip() for line in _output_lines(cell))
+            if CODE_BEGIN in source:
+                exercises.append(exercise_id(cell))
+        else:
+            outside.update(line.strip() for line in _output_lines(cell))
+    return {"code": sorted(inside - outside - {""}), "written": written,
+            "outputs": sorted(exercise_outputs - outside - {""}), "exercises": exercises}
+
+
+def _flat(text: str) -> str:
+    """Text with emphasis and code marks dropped and whitespace collapsed (Markdown vs its HTML)."""
+    return " ".join(re.sub(r"[*`]", "", text).split())
+
+
+class _Text(HTMLParser):
+    """The text of a page (scripts and styles left out), split into what sits inside a <details>
+    element (folded) and outside it (open), and the attributes and text of every <summary>."""
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.folded: list[str] = []
+        self.summaries: list[tuple[dict, str]] = []
+        self._depth = self._skip = 0
+        self._summary: list | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self._depth += tag == "details"
+        self._skip += tag in ("script", "style")
+        if tag == "summary":
+            self._summary = [dict(attrs), ""]
+
+    def handle_endtag(self, tag):
+        self._depth -= tag == "details"
+        self._skip -= tag in ("script", "style")
+        if tag == "summary" and self._summary is not None:
+            self.summaries.append((self._summary[0], " ".join(self._summary[1].split())))
+            self._summary = None
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        (self.folded if self._depth else self.open).append(data)
+        if self._summary is not None:
+            self._summary[1] += data
+
+    @staticmethod
+    def lines(chunks: list[str]) -> set[str]:
+        return {line.strip() for line in "".join(chunks).splitlines()}
+
+
+def test_every_notebook_has_answers_to_hide():
+    """Guards the tests below against passing on nothing."""
+    found = [_answers(p) for p in NOTEBOOKS]
+    assert all(a["exercises"] and a["code"] for a in found)
+    assert any(a["written"] for a in found) and any(a["outputs"] for a in found)
+
+
+def test_answers_are_folded_behind_a_show_solution_toggle(site):
+    for nb_path in NOTEBOOKS:
+        answers = _answers(nb_path)
+        text = _Text((site["html"] / "solutions" / f"{nb_path.stem}.html").read_text(
+            encoding="utf-8"))
+        open_lines, folded_lines = _Text.lines(text.open), _Text.lines(text.folded)
+        for line in answers["code"] + answers["outputs"]:
+            assert line not in open_lines, f"{nb_path.stem}: answer line {line!r} is in the open"
+            assert line in folded_lines, f"{nb_path.stem}: answer line {line!r} is not on the page"
+        open_flat, folded_flat = _flat("".join(text.open)), _flat("".join(text.folded))
+        for line in answers["written"]:
+            assert _flat(line) not in open_flat and _flat(line) in folded_flat, \
+                f"{nb_path.stem}: written answer {line!r} is not folded"
+        labels = [label for _, label in text.summaries]
+        for ident in answers["exercises"]:
+            assert any(label.startswith(f"Show solution {ident} ") for label in labels), \
+                f"{nb_path.stem}: no 'Show solution {ident}' toggle among {labels}"
+        # the summary's visible text is its accessible name (no aria-label overriding it)
+        assert not [attrs for attrs, _ in text.summaries if "aria-label" in attrs]
+
+
+def test_the_download_of_a_folded_page_is_the_solution_notebook(site):
+    for nb_path in NOTEBOOKS:
+        download = site["html"] / "_sources" / "solutions" / nb_path.name
+        nb = json.loads(download.read_text(encoding="utf-8"))
+        original = json.loads(nb_path.read_text(encoding="utf-8"))
+        assert [c["source"] for c in nb["cells"]] == [c["source"] for c in original["cells"]]
+
+
+@pytest.fixture(scope="module")
+def student_site(tmp_path_factory):
+    return build_site(ROOT, tmp_path_factory.mktemp("student-site"), solutions=False, quiet=True)
+
+
+def test_site_without_solutions_has_no_answer_anywhere(student_site):
+    html = student_site["html"]
+    assert student_site["warnings"] == [], "\n".join(student_site["warnings"])
+    assert not (html / "solutions").exists()
+    pages = {p: p.read_text(encoding="utf-8") for p in html.rglob("*.html")}
+    sources = {p: p.read_text(encoding="utf-8") for p in (html / "_sources").rglob("*.ipynb")}
+    every_file = "\n".join(p.read_text(encoding="utf-8", errors="replace")
+                           for p in html.rglob("*") if p.is_file() and p.suffix in
+                           (".html", ".js", ".ipynb", ".txt", ".md", ".json"))
+    assert not re.search(r"Exercise \d+\.\d+ passed", every_file), "a check verdict is on the site"
+    for nb_path in NOTEBOOKS:
+        answers = _answers(nb_path)
+        page = html / "notebooks" / f"{nb_path.stem}.html"
+        assert page.is_file(), f"no page for {nb_path.name}"
+        lines = _Text.lines(_Text(pages[page]).open + _Text(pages[page]).folded)
+        download = json.loads(sources[html / "_sources" / "notebooks" / nb_path.name])
+        lines |= {line.strip() for cell in download["cells"]
+                  for line in "".join(cell["source"]).splitlines() + _output_lines(cell)}
+        leaked = [line for line in answers["code"] + answers["outputs"] if line in lines]
+        assert not leaked, f"{nb_path.stem}: answer lines on the site: {leaked[:5]}"
+        flat = _flat(every_file)
+        leaked = [line for line in answers["written"] if _flat(line) in flat]
+        assert not leaked, f"{nb_path.stem}: written answers on the site: {leaked[:3]}"
+        for ident in answers["exercises"]:
+            assert f'raise NotSolved("{ident}")' in lines, f"{page.name}: no stub for {ident}"
+
+
+def test_site_without_solutions_keeps_the_lesson_outputs(student_site):
+    html = student_site["html"]
+    nav = _navigation((html / "README.html").read_text(encoding="utf-8"))
+    linked = {h for links in nav.values() for h in links}
+    for nb_path in NOTEBOOKS:
+        assert f"notebooks/{nb_path.stem}.html" in linked, f"{nb_path.stem} not in the navigation"
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        text = (html / "notebooks" / f"{nb_path.stem}.html").read_text(encoding="utf-8")
+        pngs = sum("image/png" in out.get("data", {}) for cell in nb["cells"]
+                   if not exercise_id(cell) for out in cell.get("outputs", []))
+        images = len(re.findall(r'<img [^>]*src="\.\./_images/', text))
+        assert images >= pngs, f"{nb_path.stem}: {images} images on the page, {pngs} lesson ones"
+        lesson = [line for cell in nb["cells"] if not exercise_id(cell)
+                  for out in cell.get("outputs", []) if out["output_type"] == "stream"
+                  for line in "".join(out["text"]).splitlines() if len(line.strip()) > 10]
+        page_lines = _Text.lines(_Text(text).open)
+        missing = [line for line in lesson if line.strip() not in page_lines]
+        assert not missing, f"{nb_path.stem}: lesson outputs missing: {missing[:3]}"
+
+
+@pytest.mark.browser
+def test_a_solution_toggle_opens_with_the_keyboard(site):
+    """In headless Chromium, from the file system (offline): the answer of exercise N.1 is hidden,
+    its summary takes the focus with Tab, Enter shows the answer and Space hides it again."""
+    if os.environ.get("MMCOURSE_SKIP_BROWSER") == "1":
+        pytest.skip("browser test skipped: MMCOURSE_SKIP_BROWSER=1")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    from browser_support import CHROMIUM_ARGS, find_chromium
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium found (scripts/setup.sh installs it as root)")
+    nb_path = NOTEBOOKS[0]
+    answers = _answers(nb_path)
+    ident = answers["exercises"][0]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("http*://**", lambda route: route.abort())  # offline: nothing fetched
+            page.goto((site["html"] / "solutions" / f"{nb_path.stem}.html").as_uri())
+            summary = page.locator("summary", has_text=f"Show solution {ident}").first
+            code = page.locator("details", has=summary).locator("pre").first
+            assert not code.is_visible(), "the answer is visible before the toggle is opened"
+            summary.scroll_into_view_if_needed()
+            # focus the element just before the summary, then Tab onto the summary itself
+            summary.evaluate("s => { const b = document.createElement('button');"
+                             " b.id = 'before'; s.closest('details').before(b); b.focus(); }")
+            page.keyboard.press("Tab")
+            assert summary.evaluate("s => document.activeElement === s"), "Tab skips the toggle"
+            page.keyboard.press("Enter")
+            assert code.is_visible(), "Enter did not open the toggle"
+            assert any(line in code.inner_text() for line in answers["code"])
+            page.keyboard.press("Space")
+            assert not code.is_visible(), "Space did not fold the answer again"
+        finally:
+            browser.close()

@@ -114,7 +114,7 @@ def _cmd_site(args: argparse.Namespace) -> int:
 
     root = _course_root(args.root)
     try:
-        build_site(root, args.out)
+        build_site(root, args.out, solutions=not args.no_solutions)
     except SiteError as err:
         print(f"mmcourse site: {err}", file=sys.stderr)
         return 1
@@ -274,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("site", help="build the course website (offline) from the solution "
-                       "notebooks and their committed outputs")
+                       "notebooks and their committed outputs, each answer folded behind a "
+                       "'Show solution' toggle")
+    p.add_argument("--no-solutions", action="store_true",
+                   help="leave the answers out: the student notebooks with the lesson cells' "
+                   "committed outputs (a site to give learners)")
     p.add_argument("--out", help="build folder (default site/_build; open html/index.html)")
     p.add_argument("--root", help="course folder (default: found from the current folder)")
     p.set_defaults(func=_cmd_site)

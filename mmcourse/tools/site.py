@@ -7,12 +7,22 @@ relative layout as the repository so the Markdown links between them keep workin
 Jupyter Book 1 (Sphinx) with execution off: the pages show the committed outputs. The HTML lands
 in ``out/html``; open ``out/html/index.html``.
 
+The website does not hand out the answers (:mod:`mmcourse.tools.site_pages` makes the pages):
+
+* by default each exercise's answer, and the output of its cell, is folded behind a "Show
+  solution N.M" toggle (a ``<details>`` element: no JavaScript, keyboard-accessible); the
+  notebook download button still gives the whole solution notebook;
+* ``solutions=False`` (``mmcourse site --no-solutions``) builds a site for learners with no
+  solution at all: the student versions (as in ``notebooks/``, staged and linked as
+  ``notebooks/NN_topic``) with the committed outputs of the lesson cells, none of the exercise
+  cells.
+
 Offline: nothing is fetched while building or when reading the site. MathJax 2.7 is copied from
 the pinned PyPI package ``jupyter-server-mathjax``; the notebooks store no widget state, so no
 widget manager is loaded. Navigation by part comes from ``site/_toc.yml``; entries whose file or
 glob matches nothing are dropped (and reported), so the site never links to a missing notebook.
 
-From the command line: ``mmcourse site [--out DIR] [--root DIR]``.
+From the command line: ``mmcourse site [--no-solutions] [--out DIR] [--root DIR]``.
 """
 from __future__ import annotations
 
@@ -27,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from mmcourse.notebook_format import MIMETYPE_PREFIX
+from mmcourse.tools.site_pages import drop_course_mimetypes, folded_notebook, student_notebook
+from mmcourse.tools.student import NotebookError
 
 # Files of the repository the site shows besides the notebooks (missing ones are skipped).
 PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "BENCHMARKS.md", "datasets/README.md")
@@ -93,25 +104,34 @@ def prune_toc(toc: dict, src: Path) -> tuple[dict, list[str]]:
     return toc, dropped
 
 
-def _stage_notebook(path: Path, dest: Path) -> None:
-    """Copy a notebook, dropping the course's machine-readable output types
-    (``application/vnd.mmcourse.*``: exercise checks and key numbers for the runner and the
-    grader) where the output also has a readable form; the page shows that form (text/plain)."""
+def _stage_notebook(path: Path, dest: Path, solutions: bool) -> None:
+    """Write the page version of solution notebook ``path`` to ``dest``: its answers folded
+    (``solutions=True``) or its student version with the lesson cells' outputs."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []):
-            data = output.get("data")
-            if not data:
-                continue
-            ours = [k for k in data if k.startswith(MIMETYPE_PREFIX)]
-            if ours and len(ours) < len(data):
-                for key in ours:
-                    del data[key]
-    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        page = folded_notebook(nb) if solutions else student_notebook(nb, path.name)
+    except NotebookError as err:
+        raise SiteError(f"cannot make the page of {path.name}: {err}") from err
+    dest.write_text(json.dumps(page, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def stage_sources(root: Path, src: Path) -> list[str]:
-    """Copy the site's sources into ``src`` (emptied first); returns what the toc dropped."""
+def _point_toc_at(toc: dict, folder: str) -> dict:
+    """Rewrite the toc's ``solutions/...`` entries to ``folder/...`` (in place; returns it)."""
+    for entry in toc.get("parts", []) + toc.get("chapters", []):
+        for key in ("file", "glob"):
+            if str(entry.get(key, "")).startswith("solutions/"):
+                entry[key] = folder + entry[key][len("solutions"):]
+        for child in ("chapters", "sections"):
+            if child in entry:
+                _point_toc_at({"chapters": entry[child]}, folder)
+    return toc
+
+
+def stage_sources(root: Path, src: Path, solutions: bool = True) -> list[str]:
+    """Copy the site's sources into ``src`` (emptied first); returns what the toc dropped.
+
+    The notebooks are staged as ``solutions/NN_topic.ipynb`` with their answers folded, or, with
+    ``solutions=False``, as ``notebooks/NN_topic.ipynb`` without them."""
     root = Path(root)
     if src.exists():
         shutil.rmtree(src)
@@ -124,17 +144,18 @@ def stage_sources(root: Path, src: Path) -> list[str]:
         if (root / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, src / rel)
-    (src / "solutions").mkdir()
+    folder = "solutions" if solutions else "notebooks"
+    (src / folder).mkdir()
     notebooks = sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
         raise SiteError(f"no solution notebooks in {root / 'solutions'}")
     for nb in notebooks:
-        _stage_notebook(nb, src / "solutions" / nb.name)
+        _stage_notebook(nb, src / folder / nb.name, solutions)
     # Served as _static/mathjax (html_static_path in _config.yml). Not in a _static folder of the
     # sources: Jupyter Book would add every .js file there to every page.
     shutil.copytree(_mathjax_dir(), src / "_vendor" / "mathjax",
                     ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    toc = yaml.safe_load((site_dir / "_toc.yml").read_text())
+    toc = _point_toc_at(yaml.safe_load((site_dir / "_toc.yml").read_text()), folder)
     toc, dropped = prune_toc(toc, src)
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
     return dropped
@@ -150,22 +171,44 @@ def _jupyter_book() -> list[str]:
                     "run `bash scripts/setup.sh`")
 
 
+# MyST-NB labels every fold's <summary> "Toggle hidden content", which would hide its visible
+# text ("Show solution 2.2") from screen readers; without the label the text is the name.
+_MYSTNB_SUMMARY = '<summary aria-label="Toggle hidden content">'
+
+
+def _finish_html(html: Path, root: Path, solutions: bool) -> None:
+    """After the build: name each fold by its visible text, and make the notebook download of a
+    page with folded answers the runnable solution notebook (the staged copy has its exercise
+    cells split at the solution markers)."""
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if _MYSTNB_SUMMARY in text:
+            page.write_text(text.replace(_MYSTNB_SUMMARY, "<summary>"), encoding="utf-8")
+    if solutions:
+        for source in (html / "_sources" / "solutions").glob("*.ipynb"):
+            nb = drop_course_mimetypes(json.loads((root / "solutions" / source.name).read_text(
+                encoding="utf-8")))
+            source.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
+                              encoding="utf-8")
+
+
 def build_site(root: str | Path = ".", out: str | Path | None = None, *,
-               quiet: bool = False) -> dict:
+               solutions: bool = True, quiet: bool = False) -> dict:
     """Build the course website; returns ``{"html": Path, "index": Path, "seconds": float,
     "warnings": [str], "dropped": [str], "log": str}``.
 
     ``root`` is the course folder (with ``site/`` and ``solutions/``), ``out`` the build folder
     (default ``site/_build`` under ``root``; it holds ``source/``, the staged sources, and
-    ``html/``). Raises ``SiteError`` when the builder fails. Warnings do not fail the build; they
-    are returned (and the tests require there are none)."""
+    ``html/``). ``solutions=False`` leaves every answer out (see the module docstring). Raises
+    ``SiteError`` when the builder fails. Warnings do not fail the build; they are returned (and
+    the tests require there are none)."""
     root = Path(root).resolve()
     if not (root / "site" / "_toc.yml").is_file():
         raise SiteError(f"{root} has no site/_toc.yml; is it the course folder?")
     out = Path(out).resolve() if out else root / DEFAULT_OUT
     start = time.perf_counter()
     src = out / "source"
-    dropped = stage_sources(root, src)
+    dropped = stage_sources(root, src, solutions)
     build = out / "jb"
     if build.exists():
         shutil.rmtree(build)
@@ -184,6 +227,7 @@ def build_site(root: str | Path = ".", out: str | Path | None = None, *,
         shutil.rmtree(html)
     shutil.move(str(build / "_build" / "html"), html)
     shutil.rmtree(build, ignore_errors=True)
+    _finish_html(html, root, solutions)
     warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
     result = {"html": html, "index": html / "index.html",
               "seconds": round(time.perf_counter() - start, 1), "warnings": warnings,

@@ -546,6 +546,28 @@ def test_gated_fusion_starts_as_concat(masked):
     assert all(gated.proj[m].weight.abs().max() <= bound for m in DIMS)
 
 
+@pytest.mark.parametrize("kind", ["pooled", "pairs"])
+def test_attention_fusion_starts_as_concat_of_the_mean_positions(kind):
+    """At initialisation the read-out of the summary token is zero: attention fusion is concat
+    (same weights) on each modality's mean over its real positions; attention then adds to it."""
+    attention, concat = AttentionFusion(DIMS, OUT), ConcatFusion(DIMS, OUT)
+    with torch.no_grad():
+        concat.proj.weight.copy_(torch.cat([attention.concat[m].weight for m in DIMS], dim=1))
+        concat.proj.bias.copy_(attention.bias)
+    x = inputs(kind)
+    mask = {"audio": torch.tensor([True, False, True, False])}
+    pooled = {m: v if isinstance(v, torch.Tensor) else
+              (v[0] * v[1].unsqueeze(-1)).sum(1) / v[1].sum(1, keepdim=True).clamp(min=1)
+              for m, v in x.items()}
+    torch.testing.assert_close(attention(x, mask), concat(pooled, mask))
+    bound = 1 / math.sqrt(sum(DIMS.values()))
+    assert all(attention.concat[m].weight.abs().max() <= bound for m in DIMS)
+    # the attention path is live: once its read-out is non-zero the output changes
+    with torch.no_grad():
+        attention.readout.weight.normal_()
+    assert not torch.allclose(attention(x, mask), concat(pooled, mask))
+
+
 def _separable(n, gen, noise_dim=8):
     """Modality "a" says the label (a noisy linear rule); modality "b" is pure noise, 10x larger."""
     a = torch.randn(n, 6, generator=gen)

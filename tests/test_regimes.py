@@ -182,6 +182,37 @@ def test_bench_runs_on_a_tiny_config_and_its_json_has_the_required_keys():
         run_regimes_bench(regimes=("nope",))
 
 
+def test_measure_with_two_worker_processes_gives_the_same_numbers():
+    from mmcourse.regime_runs import measure
+    args = dict(regimes=("synergy", "missing"), methods=("audio", "concat"), seeds=2, epochs=1,
+                sizes=SMALL, device="cpu")
+    one, two = measure(**args), measure(**args, workers=2)
+    assert one == two
+    assert set(one) == {"synergy", "missing"} and len(one["synergy"]["concat"]["runs"]) == 2
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"workers must be a positive integer, got {bad!r}"):
+            measure(workers=bad)
+    with pytest.raises(ValueError, match="a tuple of names, got the string 'synergy'"):
+        measure(regimes="synergy")
+
+
+def test_symbols_are_what_each_modality_shows():
+    data = make_regime("synergy", seed=0, **SMALL)
+    s = data.train
+    assert torch.equal(s.labels, (s.symbols["image"] + s.symbols["audio"]) % data.num_classes)
+    rel = make_regime("reliability", seed=0, **SMALL).train
+    for m in MODALITIES:  # a corrupted modality shows another symbol than the label
+        assert torch.equal(rel.symbols[m] != rel.labels, rel.corrupted[m])
+
+
+def test_num_classes_without_generating():
+    from mmcourse.data.regimes import num_classes
+    assert num_classes("synergy") == 4 and num_classes("unique") == 4
+    assert num_classes("unique", image_part=3, audio_part=2) == 6
+    with pytest.raises(ValueError, match="unknown regime"):
+        num_classes("nope")
+
+
 def test_cli_has_bench_regimes():
     args = build_parser().parse_args(["bench", "regimes", "--seeds", "4", "--json"])
     assert (args.seeds, args.json, args.epochs) == (4, True, 10)

@@ -99,7 +99,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "modality competition (Huang et al. 2022): trained jointly, the fast image lowers the "
            "loss first and the faint audio is under-learned, so every joint fusion stays near "
            "the image's ceiling (1 - flip) while the audio trained alone goes past it", False,
-           _knobs(flip=0.3, strong_amplitude=2.0, weak_amplitude=0.5, noise=0.5)),
+           _knobs(flip=0.3, strong_amplitude=2.0, weak_amplitude=0.75, noise=0.5)),
     Preset("shift", "as reliability with the cue, but corruption rates change: training mostly "
            "corrupts the image, testing mostly the audio", ("gated", "attention"),
            "a per-sample gate reads the cue and carries over to new rates; concat and late learn "
@@ -154,12 +154,16 @@ def _check_knobs(preset: Preset, given: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class RegimeSplit:
     """One split: ``inputs`` {"image": (N, 1, S, S), "audio": (N, T, bands)} float32, ``labels``
-    (N,) int64, ``present`` {m: (N,) bool} (False = missing), ``corrupted`` {m: (N,) bool}."""
+    (N,) int64, ``present`` {m: (N,) bool} (False = missing), ``corrupted`` {m: (N,) bool},
+    ``symbols`` {m: (N,) int64}: the symbol each modality shows (a wrong one where corrupted;
+    in ``unique``, the part of the label it carries). ``dataclasses.replace(split, labels=...)``
+    relabels a split from its symbols."""
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
     present: dict[str, torch.Tensor]
     corrupted: dict[str, torch.Tensor]
+    symbols: dict[str, torch.Tensor]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -291,5 +295,6 @@ def make_regime(name: str, seed: int = 0, **knobs: Any) -> RegimeData:
     for split in ("train", "val", "test"):
         lat = _latents(name, kn, kn[f"n_{split}"], k, split, g)
         splits[split] = RegimeSplit(_render(lat, glyphs, motifs, kn, g), lat["label"].long(),
-                                    lat["present"], lat["corrupted"])
+                                    lat["present"], lat["corrupted"],
+                                    {m: lat["symbol"][m].long() for m in MODALITIES})
     return RegimeData(preset, kn, seed, k, **splits)

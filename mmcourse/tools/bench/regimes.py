@@ -34,7 +34,7 @@ def run_regimes_bench(seeds: int = 3, epochs: int = 10, regimes: tuple[str, ...]
     of :func:`mmcourse.regime_runs.measure`."""
     device = get_device(device)
     start = time.time()
-    measured = measure(regimes, methods, seeds, epochs, sizes, device, log)
+    measured = measure(regimes, methods, seeds, epochs, sizes, device, log=log)
     report: dict[str, Any] = {
         "config": {"seeds": list(range(seeds)), "epochs": epochs, "lr": LR, "batch_size": BATCH,
                    "features": FEATURES, "fused": FUSED, "sizes": dict(sizes or {}),

@@ -61,8 +61,8 @@ def check_n_frames(n_frames) -> str:
                      f"a frame also starts at sample 0")
             if center and got == math.ceil(length / hop):
                 fail(f"{label} returned {got:g} but torch.stft gives {want}: with center=True "
-                     f"frames start at 0, hop, 2 hop, ... up to and including length (the padding "
-                     f"lets a frame start at the last sample): count those starts")
+                     f"frames start at 0, hop, 2 hop, ... up to and including length (in the "
+                     f"padded signal): count those starts")
             if not center and got == 1 + length // hop:
                 fail(f"{label} returned {got:g} but torch.stft gives {want}: without centring a "
                      f"frame needs n_fft real samples, so the last start is at most length - n_fft: "

@@ -212,8 +212,8 @@ def check_robustness(answer, curves=None, severities=None) -> str:
             fail(f"{name} returned {got:.4g}, a left Riemann sum (rectangles); average the two "
                  f"ends of each segment instead of taking its left end")
         if math.isclose(got, sum(a), abs_tol=1e-6) or math.isclose(got, want * 2, abs_tol=1e-6):
-            fail(f"{name} returned {got:.4g} but {want:.4g} was expected: each trapezoid's area is its "
-                 f"width times the MEAN of its two heights")
+            fail(f"{name} returned {got:.4g} but {want:.4g} was expected: each trapezoid's "
+                 f"area is its width times the MEAN of its two heights")
         fail(f"{name} returned {got:.4g} but {want:.4g} was expected")
     if curves is None or severities is None:
         return "the trapezoid rule"

@@ -41,7 +41,7 @@ WRONG = [
     ("0.2", lambda w, sr: 440.0, "should be within"),
     ("0.3", lambda x: (x.float().mean(dim=(0, 2, 3)), x.float().std(dim=(0, 2, 3))), "divide by 255"),
     ("0.3", lambda x: ((x.float() / 255).mean(dim=(0, 1)), (x.float() / 255).std(dim=(0, 1))),
-     "reduce over dims (0, 2, 3)"),
+     "except the channel axis"),
     ("0.3", lambda x: {"mean": 0}, "a pair (mean, std)"),
     ("0.3", lambda x: ((x.float() / 255).mean(dim=(0, 2, 3)), (x.float() / 255).var(dim=(0, 2, 3))),
      "differs from the expected values"),

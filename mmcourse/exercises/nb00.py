@@ -9,8 +9,9 @@ from mmcourse.exercises.core import call, expect_close, expect_number, expect_te
 
 
 @register("0.1", "missing_fraction counts the missing modalities",
-          hint="split.present[m] is True where modality m is there; the mean of its negation "
-               "is the missing fraction.")
+          hint="the fraction of samples with a property is the mean of a True/False array that "
+               "marks it; here the property is 'missing', the opposite of what split.present[m] "
+               "says.")
 def check_missing_fraction(missing_fraction) -> str:
     from mmcourse.data.course import MODALITY_NAMES, make_course_dataset
 
@@ -36,8 +37,9 @@ def check_missing_fraction(missing_fraction) -> str:
 
 
 @register("0.2", "dominant_frequency finds the pitch of a tone",
-          hint="torch.fft.rfft gives one magnitude per frequency bin; torch.fft.rfftfreq(n, 1 / "
-               "sample_rate) gives each bin's frequency in Hz.")
+          hint="the pitch is the frequency, in Hz (not a bin index, not cycles per sample), of the "
+               "frequency bin with the largest magnitude; rfftfreq needs the time between samples "
+               "to give Hz.")
 def check_dominant_frequency(dominant_frequency) -> str:
     cases = [(440.0, 8000, 8000), (1250.0, 8000, 4000), (300.0, 16000, 16000)]
     for freq, sr, n in cases:
@@ -66,8 +68,8 @@ def check_dominant_frequency(dominant_frequency) -> str:
 
 
 @register("0.3", "channel_stats gives per-channel mean and standard deviation",
-          hint="convert to float and divide by 255 first, then reduce over every dimension "
-               "except the channel one: dim=(0, 2, 3).")
+          hint="convert to float on the [0, 1] scale first, then reduce over every axis except the "
+               "channel axis, so that each channel gets one mean and one std.")
 def check_channel_stats(channel_stats) -> str:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (20, 3, 8, 8), generator=gen, dtype=torch.uint8)
@@ -84,7 +86,8 @@ def check_channel_stats(channel_stats) -> str:
         expect_tensor(label, value)
         if value.shape != (3,):
             fail(f"{label} has shape {tuple(value.shape)} but (3,) was expected, one value per "
-                 f"channel: reduce over dims (0, 2, 3) of the (N, 3, H, W) batch")
+                 f"channel: reduce over every axis of the (N, 3, H, W) batch except the "
+                 f"channel axis")
         if not value.is_floating_point():
             fail(f"{label} has dtype {value.dtype}; convert the images to float before averaging")
         if value.max() > 1.5:

@@ -27,8 +27,9 @@ def _as_int(name: str, value) -> int:
 
 
 @register("1.1", "conv_output_size follows the convolution size formula",
-          hint="out = floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1; use "
-               "integer division //.")
+          hint="use the formula of section 2 with the kernel size replaced by the span of the "
+               "dilated kernel (its taps are dilation pixels apart), and round down with integer "
+               "division.")
 def check_conv_output_size(conv_output_size) -> str:
     cases = [(32, 3, 1, 1, 1), (32, 3, 2, 1, 1), (32, 7, 2, 3, 1), (28, 5, 1, 0, 1),
              (33, 3, 2, 0, 1), (32, 3, 1, 2, 2), (10, 4, 3, 1, 1), (7, 3, 2, 1, 1)]
@@ -63,8 +64,8 @@ def check_conv_output_size(conv_output_size) -> str:
 
 
 @register("1.2", "normalize standardises each channel",
-          hint="reshape mean and std to (1, 3, 1, 1) (or (3, 1, 1)) so they broadcast over the "
-               "channel dimension, then return (x - mean) / std without changing x in place.")
+          hint="mean and std must line up with the channel axis (axis 1) of x to broadcast; as (3,) "
+               "tensors they line up with the last axis. Return a new tensor, x unchanged.")
 def check_normalize(normalize) -> str:
     gen = torch.Generator().manual_seed(1)
     # width 3 on purpose: mean of shape (3,) then broadcasts along the width without an error
@@ -81,8 +82,8 @@ def check_normalize(normalize) -> str:
     wrong_axis = (x - mean) / std  # broadcast along the last dim (width)
     if torch.allclose(got, wrong_axis, atol=1e-5):
         fail("normalize(x, mean, std) used mean[j] and std[j] for pixel COLUMN j instead of "
-             "channel j: mean of shape (3,) broadcasts along the last dimension; reshape it to "
-             "(1, 3, 1, 1)")
+             "channel j: mean of shape (3,) broadcasts along the last dimension; give it "
+             "singleton axes so that it lines up with the channel axis (axis 1)")
     if torch.allclose(got, (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1) ** 2, atol=1e-5):
         fail("normalize(x, mean, std) divided by the variance (std ** 2); divide by std")
     if torch.allclose(got, x / std.view(1, 3, 1, 1) - mean.view(1, 3, 1, 1), atol=1e-5):
@@ -97,8 +98,9 @@ def check_normalize(normalize) -> str:
 
 
 @register("1.3", "conv_params counts the weights and biases of a convolution",
-          hint="each of the out_channels filters has in_channels * kernel * kernel weights, plus "
-               "one bias per filter when bias=True.")
+          hint="count the weights of one filter (it sees every input channel through a kernel x "
+               "kernel window), multiply by the number of filters, then add the biases if there are "
+               "any.")
 def check_conv_params(conv_params) -> str:
     cases = [(3, 32, 3, True), (32, 64, 3, False), (1, 8, 5, True), (64, 128, 1, True),
              (16, 4, 7, False)]
@@ -122,8 +124,8 @@ def check_conv_params(conv_params) -> str:
 
 
 @register("1.4", "most_confused_pair finds the largest off-diagonal entry",
-          hint="copy the matrix, set its diagonal to -1 (cm.fill_diagonal_(-1)), then find the "
-               "argmax and turn the flat index into (row, column) with divmod(index, n).")
+          hint="on a copy, make the diagonal unable to win, find the largest remaining entry, and "
+               "turn its flat index into (row, column).")
 def check_most_confused_pair(most_confused_pair) -> str:
     cm = torch.tensor([[50, 2, 0, 1],
                        [3, 40, 9, 0],

@@ -11,8 +11,8 @@ from mmcourse.exercises.core import call, describe, expect_close, expect_tensor,
 
 
 @register("2.1", "masked_mean_pool averages the real tokens only",
-          hint="build a mask (B, T) with torch.arange(T)[None, :] < lengths[:, None], multiply, "
-               "sum over dim 1 and divide by lengths (as a float column).")
+          hint="the mean over the real tokens only: mask out the positions at or beyond lengths[b], "
+               "sum over the time axis and divide by the number of real tokens (not by T).")
 def check_masked_mean_pool(masked_mean_pool) -> str:
     gen = torch.Generator().manual_seed(2)
     hidden = torch.randn(3, 5, 4, generator=gen)
@@ -40,9 +40,9 @@ def check_masked_mean_pool(masked_mean_pool) -> str:
 
 
 @register("2.2", "oov_rate counts the words missing from the vocabulary",
-          hint="words = re.findall(r\"[a-z]+\", text.lower()) for each text; a word is out of "
-               "vocabulary when it is not a key of tokenizer.get_vocab(); divide the number of "
-               "such word occurrences by the number of all word occurrences.")
+          hint="count word OCCURRENCES over all the texts (a repeated unknown word counts each "
+               "time) and divide the unknown ones by all of them; a word is known when it is a key "
+               "of tokenizer.get_vocab().")
 def check_oov_rate(oov_rate, tokenizer=None) -> str:
     from mmcourse.encoders.text import train_tokenizer
 
@@ -79,8 +79,8 @@ def check_oov_rate(oov_rate, tokenizer=None) -> str:
 
 
 @register("2.3", "bag_of_words counts each vocabulary word",
-          hint="lower-case the text, split it into words with re.findall(r\"[a-z]+\", ...), then "
-               "for each word that is in vocab add 1 at vocab.index(word).")
+          hint="lower-case the text, split it into words and add 1 at the vocabulary position of "
+               "every word that is in vocab; ignore the other words.")
 def check_bag_of_words(bag_of_words) -> str:
     vocab = ["big", "red", "star", "ring", "the", "a"]
     cases = [("A big red star, a BIG star!", [2, 1, 2, 0, 0, 2]),
@@ -106,8 +106,8 @@ def check_bag_of_words(bag_of_words) -> str:
 
 
 @register("2.4", "cosine_similarity compares every pair of embeddings",
-          hint="normalise each row to unit length (x / x.norm(dim=1, keepdim=True), or "
-               "F.normalize), then a @ b.T.")
+          hint="scale every row of a and of b to unit length, then take all the pairwise dot "
+               "products in one matrix product.")
 def check_cosine_similarity(cosine_similarity) -> str:
     gen = torch.Generator().manual_seed(4)
     a = torch.randn(3, 6, generator=gen) * torch.tensor([[1.0], [5.0], [0.2]])

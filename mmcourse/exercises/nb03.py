@@ -9,8 +9,9 @@ from mmcourse.exercises.core import call, expect_close, expect_number, expect_te
 
 
 @register("3.1", "hz_to_mel and mel_to_hz convert between hertz and mels",
-          hint="m = 2595 * log10(1 + f / 700) and its inverse f = 700 * (10 ** (m / 2595) - 1); "
-               "use torch.log10 and powers that work on tensors.")
+          hint="use the HTK formula of section 4 for hz_to_mel and solve it for f to get mel_to_hz; "
+               "mel_to_hz(hz_to_mel(f)) must give f back. Use torch functions, which work on "
+               "tensors.")
 def check_mel_scale(answer) -> str:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not all(map(callable, answer)):
         fail(f"check('3.1', ...) expects the pair of functions (hz_to_mel, mel_to_hz), got "
@@ -30,7 +31,7 @@ def check_mel_scale(answer) -> str:
     want_hz = 700 * (10 ** (mels / 2595) - 1)
     if torch.allclose(back.double(), 700 * (torch.exp(mels.double() / 2595) - 1), rtol=1e-3) and \
             not torch.allclose(back.double(), want_hz.double(), rtol=1e-3):
-        fail("mel_to_hz uses exp(); the inverse of log10 is a power of 10: 10 ** (m / 2595)")
+        fail("mel_to_hz uses exp(); the inverse of log10 is a power of 10, not of e")
     expect_close("mel_to_hz(mels)", back.float(), want_hz, atol=1e-2, rtol=1e-4)
     round_trip = call(mel_to_hz, call(hz_to_mel, freqs))
     expect_close("mel_to_hz(hz_to_mel(freqs))", round_trip.float(), freqs, atol=1e-2, rtol=1e-4)
@@ -38,9 +39,9 @@ def check_mel_scale(answer) -> str:
 
 
 @register("3.2", "n_frames predicts how many frames an STFT has",
-          hint="with center=True the signal gets n_fft // 2 samples of padding at both ends, so "
-               "frames start every hop samples from 0 to length: 1 + length // hop. With "
-               "center=False a frame needs n_fft samples: 1 + (length - n_fft) // hop.")
+          hint="count the frame starts 0, hop, 2 * hop, ... for which a whole frame of n_fft "
+               "samples fits in the signal (with center=True, the signal padded by n_fft // 2 at "
+               "both ends).")
 def check_n_frames(n_frames) -> str:
     cases = [(4000, 256, 80), (1234, 256, 80), (5284, 256, 160), (1000, 400, 160), (256, 256, 64),
              (333, 128, 100)]
@@ -60,18 +61,19 @@ def check_n_frames(n_frames) -> str:
                      f"a frame also starts at sample 0")
             if center and got == math.ceil(length / hop):
                 fail(f"{label} returned {got:g} but torch.stft gives {want}: with center=True "
-                     f"frames start at 0, hop, 2 hop, ... up to and including length; use 1 + "
-                     f"length // hop")
+                     f"frames start at 0, hop, 2 hop, ... up to and including length (in the "
+                     f"padded signal): count those starts")
             if not center and got == 1 + length // hop:
                 fail(f"{label} returned {got:g} but torch.stft gives {want}: without centring a "
-                     f"frame needs n_fft real samples, so only 1 + (length - n_fft) // hop fit")
+                     f"frame needs n_fft real samples, so the last start is at most length - n_fft: "
+                     f"count the starts from 0 up to there")
             fail(f"{label} returned {got:g} but torch.stft gives {want} frames")
     return "matches torch.stft for 12 settings"
 
 
 @register("3.3", "time_mask hides a stretch of frames",
-          hint="clone the spectrogram, then set spec[..., start:start + width] = value: time is "
-               "the LAST axis of a (n_mels, frames) spectrogram.")
+          hint="copy the spectrogram first, then set the frames from start to start + width - 1 on "
+               "the LAST axis (time), whatever the leading axes are.")
 def check_time_mask(time_mask) -> str:
     gen = torch.Generator().manual_seed(3)
     spec = torch.randn(40, 30, generator=gen)
@@ -131,8 +133,8 @@ def check_alias_frequency(alias_frequency) -> str:
 
 
 @register("3.5", "masked_mean averages only the real frames",
-          hint="multiply the features by mask[..., None].float(), sum over time (dim=1) and divide "
-               "by the number of real frames per clip, clamped to at least 1.")
+          hint="a masked mean over the time axis: zero the padded frames, sum over time and divide "
+               "by the number of real frames, kept at least 1 so that an empty clip gives zeros.")
 def check_masked_mean(masked_mean) -> str:
     gen = torch.Generator().manual_seed(5)
     feats = torch.randn(4, 6, 3, generator=gen)

@@ -24,9 +24,9 @@ def _zscore_reference(train_x, train_present, x, correction=1):
 
 
 @register("4.1", "zscore standardises each feature with statistics of the present training rows",
-          hint="rows = train_x[train_present]; mean = rows.mean(0); std = rows.std(0); replace a "
-               "std of 0 by 1 (torch.where(std > 0, std, torch.ones_like(std))); return "
-               "(x - mean) / std.")
+          hint="compute the mean and the std of each feature over the present training rows only "
+               "(boolean indexing), replace a std of 0 by 1, and standardise x; do not change the "
+               "inputs in place.")
 def check_zscore(zscore) -> str:
     gen = torch.Generator().manual_seed(41)
     n, d = 300, 6
@@ -94,9 +94,9 @@ def _pool_reference(seq: torch.Tensor, positions: torch.Tensor, length: int) -> 
 
 
 @register("4.2", "masked_adaptive_pool resamples the real positions of each sequence to L",
-          hint="for each sample b: real = seq[b, positions[b]] (n, D); "
-               "F.adaptive_avg_pool1d(real.T[None], L)[0].T is (L, D); leave zeros for a sample "
-               "without any real position.")
+          hint="per sample: keep only its real positions, average-pool them adaptively over the "
+               "position axis to length L (adaptive_avg_pool1d pools the LAST axis), and leave "
+               "zeros for a sample without any.")
 def check_masked_adaptive_pool(masked_adaptive_pool) -> str:
     gen = torch.Generator().manual_seed(42)
     cases = [((3, 12, 5), [12, 7, 3], 4),      # downsample, with padding
@@ -146,8 +146,8 @@ def _late_reference(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
 
 
 @register("4.3", "late_average averages log-probabilities over the present modalities",
-          hint="logp = torch.log_softmax(logits, dim=-1) (over classes); w = present.float()"
-               ".unsqueeze(-1); return (logp * w).sum(1) / w.sum(1).")
+          hint="log_softmax over the classes, then a masked mean over the modality axis: add the "
+               "present modalities' log-probabilities and divide by how many are present.")
 def check_late_average(late_average) -> str:
     gen = torch.Generator().manual_seed(43)
     b, m, c = 6, 3, 5
@@ -232,9 +232,10 @@ def _gain_variants(feats) -> dict[str, float]:
 
 
 @register("4.4", "the gain of training-free late fusion on the samples whose image is missing",
-          hint="rows = ~feats['test'].present['image']; fused = average of log_softmax(head(x)) "
-               "over the PRESENT modalities (exercise 4.3); gain = accuracy of fused on rows minus "
-               "the highest accuracy of one head alone on the same rows, as a fraction.")
+          hint="fuse by averaging the heads' log-probabilities over each sample's present "
+               "modalities (exercise 4.3); on the samples without an image, subtract the accuracy "
+               "of the best single head on those same samples from the fused accuracy; a fraction, "
+               "not a percentage.")
 def check_missing_image_gain(answer, feats=None) -> str:
     if feats is None:
         fail("call check('4.4', gain, feats=feats) so the check can recompute the number from the "

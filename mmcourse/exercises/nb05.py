@@ -18,9 +18,9 @@ def _scores_and_mask() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("5.1", "masked_weights gives a softmax over the present modalities only",
-          hint="set the scores of missing modalities to float('-inf') with masked_fill(~present, "
-               "...), take the softmax over dim=1, and turn the NaN of a row with no modality "
-               "at all into zeros (torch.nan_to_num).")
+          hint="mask the missing modalities' scores before the softmax, so that exp gives them "
+               "exactly 0 (not after it), and make the row with no modality all zeros instead of "
+               "NaN.")
 def check_masked_weights(masked_weights) -> str:
     scores, present = _scores_and_mask()
     original = scores.clone()
@@ -82,10 +82,10 @@ def _reference_fusion(hidden: int):
 
 
 @register("5.2", "MyGatedFusion computes per-sample gates and the gated sum",
-          hint="in fuse: h_m = relu(self.proj[m](pooled[m])) stacked to (B, M, out_dim); scores = "
-               "self.gate(torch.cat([pooled[m] for m in self.modalities], dim=1)) (B, M); weights "
-               "= masked_softmax(scores, present); keep them in self.last_weights (detached); "
-               "return (weights.unsqueeze(-1) * h).sum(1).")
+          hint="h_m = ReLU(proj_m(x_m)) side by side for all modalities; gate scores from the "
+               "concatenated features (in the order of self.modalities); gates = a softmax over the "
+               "present modalities only (keep a detached copy in self.last_weights); output = the "
+               "gate-weighted sum of the h_m over the modalities.")
 def check_gated_fusion(cls) -> str:
     if not isinstance(cls, type):
         fail(f"answer with the class MyGatedFusion itself, not {describe(cls)}")
@@ -136,9 +136,9 @@ def check_gated_fusion(cls) -> str:
 
 
 @register("5.3", "drop_modalities hides modalities at random but never all of them",
-          hint="keep = present & (torch.rand(present.shape, generator=generator) >= p); rows where "
-               "keep has no True left get their original present row back "
-               "(torch.where(emptied, present, keep) with emptied = ~keep.any(1, keepdim=True)).")
+          hint="hide each present modality independently with probability p (a fresh uniform draw "
+               "per entry, combined with present), then give every sample left with no modality its "
+               "original row back.")
 def check_drop_modalities(drop_modalities) -> str:
     gen = torch.Generator().manual_seed(0)
     n = 20000
@@ -183,9 +183,8 @@ def check_drop_modalities(drop_modalities) -> str:
 
 
 @register("5.4", "the mean gate of each modality on samples with a misleading text",
-          hint="select the rows whose text quality is 'misleading' (quality[:, 2] == "
-               "QUALITY_LEVELS['text'].index('misleading')) and average each column of the gates "
-               "over those rows: {m: float(gates[rows, j].mean())}.")
+          hint="keep the samples whose TEXT quality is 'misleading' (the text column of quality) "
+               "and average each modality's column of gates over them.")
 def check_misleading_gates(answer, gates=None, quality=None) -> str:
     from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS
 
@@ -233,7 +232,8 @@ def check_misleading_gates(answer, gates=None, quality=None) -> str:
             if same(got, means(quality[:, j] == level_index)):
                 fail(f"these rows were selected with column {j} of quality ({m}); the text "
                      f"quality is column 2")
-    wanted = ", ".join(f"{m} {v:.3f}" for m, v in want.items())
     given = ", ".join(f"{m} {v:.3f}" for m, v in got.items())
-    fail(f"the mean gates on misleading texts are {wanted}, but the answer says {given}")
+    fail(f"the answer says {given}, which is not the mean gate of each modality over the samples "
+         f"whose text is misleading; select those rows with the text column of quality and "
+         f"average each column of gates over them")
 

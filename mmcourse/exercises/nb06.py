@@ -29,10 +29,9 @@ def _pair(name, result, shape_out, shape_w):
 
 
 @register("6.1", "attention computes softmax(Q K^T / sqrt(d)) V with a key mask",
-          hint="scores = q @ k.transpose(-2, -1) / math.sqrt(d); set the scores of masked keys to "
-               "-inf with scores.masked_fill(~key_mask.unsqueeze(-2), float('-inf')); softmax over "
-               "the LAST axis (the keys); torch.nan_to_num(weights, nan=0.0) for rows without "
-               "any key; output = weights @ v.")
+          hint="scores = scaled query-key dot products; masked keys get -inf BEFORE the softmax "
+               "(the mask needs a query axis to broadcast); softmax over the keys (the last axis); "
+               "rows without a usable key become zeros, not NaN; output = weights times values.")
 def check_attention(attention) -> str:
     gen = torch.Generator().manual_seed(6)
     q = torch.randn(2, 3, 8, generator=gen) * 2
@@ -87,8 +86,8 @@ def check_attention(attention) -> str:
 
 
 @register("6.2", "modality_tokens projects each modality and adds its modality embedding",
-          hint="for the j-th modality m of proj (in order): proj[m](features[m]) + "
-               "embedding[j]; then torch.stack(..., dim=1) gives (B, M, dim).")
+          hint="token j = the j-th modality of proj, projected, plus row j of the embedding; follow "
+               "the order of proj (not of features) and stack the tokens along axis 1.")
 def check_modality_tokens(modality_tokens) -> str:
     torch.manual_seed(62)
     dims = {"image": 5, "audio": 3, "text": 4}
@@ -132,10 +131,9 @@ def _lowrank_reference(xs, factors, rank_weights, bias):
 
 
 @register("6.3", "lowrank_forward computes low-rank fusion from its factors",
-          hint="for each modality append a column of ones: x1 = torch.cat([x, ones], dim=1) "
-               "(B, D + 1); z = torch.einsum('bd,rdo->rbo', x1, factor) (rank, B, out); multiply "
-               "the z of all modalities elementwise; then sum over the rank with the weights: "
-               "torch.einsum('ur,rbo->bo', rank_weights, product) + bias.")
+          hint="append a column of ones to each x, map it through every rank factor of its modality "
+               "(rank, B, out), multiply the modalities elementwise, then take the "
+               "rank_weights-weighted sum over the rank axis and add the bias.")
 def check_lowrank(lowrank_forward) -> str:
     from mmcourse.fusion import LowRankFusion
 
@@ -187,9 +185,9 @@ def _trapezoid(x, y):
 
 
 @register("6.4", "area under an accuracy-vs-severity curve, and the least robust pair",
-          hint="the trapezoid rule: sum over neighbouring points of (s[i+1] - s[i]) * (a[i+1] + "
-               "a[i]) / 2, written as a loop or with np.asarray and slices. Then compute it for every method and corrupted "
-               "modality in `curves` and return the pair with the SMALLEST area.")
+          hint="the trapezoid rule: add, over neighbouring severities, the width of each step times "
+               "the mean of the two accuracies at its ends. Then compute it for every method and "
+               "corrupted modality in `curves` and return the pair with the SMALLEST area.")
 def check_robustness(answer, curves=None, severities=None) -> str:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not callable(answer[0]):
         fail(f"check('6.4', ...) expects (area_under_curve, least_robust) with least_robust = "
@@ -205,15 +203,17 @@ def check_robustness(answer, curves=None, severities=None) -> str:
         if math.isclose(got, want, abs_tol=1e-6):
             continue
         if math.isclose(got, sum(a) / len(a), abs_tol=1e-6):
-            fail(f"{name} returned {got:.4g}, the plain mean of the accuracies; the severities "
-                 f"are not evenly spaced, so use the trapezoid rule, which weights each segment "
-                 f"by its width")
+            fail(f"{name} returned {got:.4g}, the plain mean of the accuracies; the trapezoid rule "
+                 f"weights each accuracy by half the width of the segments on either side of it, so "
+                 f"the two end points count half as much as the inner ones (and unevenly spaced "
+                 f"severities count unequally)")
         left = sum((s[i + 1] - s[i]) * a[i] for i in range(len(s) - 1))
         if math.isclose(got, left, abs_tol=1e-6):
             fail(f"{name} returned {got:.4g}, a left Riemann sum (rectangles); average the two "
-                 f"ends of each segment: (a[i] + a[i+1]) / 2")
+                 f"ends of each segment instead of taking its left end")
         if math.isclose(got, sum(a), abs_tol=1e-6) or math.isclose(got, want * 2, abs_tol=1e-6):
-            fail(f"{name} returned {got:.4g}; each trapezoid is width * (a[i] + a[i+1]) / 2")
+            fail(f"{name} returned {got:.4g} but {want:.4g} was expected: each trapezoid's "
+                 f"area is its width times the MEAN of its two heights")
         fail(f"{name} returned {got:.4g} but {want:.4g} was expected")
     if curves is None or severities is None:
         return "the trapezoid rule"

@@ -48,9 +48,9 @@ def _reference_loss(logits, labels, aux, present, main_weight, aux_weights, how=
 
 
 @register("7.1", "the weighted multi-task loss: main + per-modality auxiliary terms",
-          hint="total = main_weight * F.cross_entropy(logits, labels); then for each modality m: "
-               "keep = present[m]; term = F.cross_entropy(aux_logits[m][keep], labels[keep]) "
-               "(0 when no sample has m); total += aux_weights[m] * term.")
+          hint="main_weight times the cross-entropy over the batch, plus for each modality its "
+               "weight times the cross-entropy over the rows that have it (a boolean selection); "
+               "a modality with no rows adds nothing (not NaN).")
 def check_multitask_loss(fn) -> str:
     if not callable(fn):
         fail(f"answer with your function multitask_loss itself, not {describe(fn)}")
@@ -113,8 +113,9 @@ class _SpyTransform:
 
 
 @register("7.2", "preprocessing done once, in chunks, instead of once per sample",
-          hint="out = [transform(waveforms[i:i + chunk]) for i in range(0, len(waveforms), chunk)]; "
-               "return torch.cat(out) (along dim 0, the samples).")
+          hint="call transform on consecutive slices of at most chunk clips (the last may be "
+               "shorter), never one clip at a time, and concatenate the results along dim 0, in "
+               "order.")
 def check_batched_preprocessing(fn) -> str:
     if not callable(fn):
         fail(f"answer with your function precompute itself, not {describe(fn)}")
@@ -154,9 +155,9 @@ def _same(a, b) -> dict[str, bool]:
 
 
 @register("7.3", "capture and restore every random number generator a run draws from",
-          hint="capture: {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), "
-               "'python': random.getstate()}; restore: torch.set_rng_state(...), "
-               "np.random.set_state(...), random.setstate(...).")
+          hint="capture the whole state of all three generators (torch's, numpy's global one, "
+               "python's random) in one object, and set all three back from it; reseeding "
+               "restarts a generator instead of continuing it.")
 def check_rng_state(answer) -> str:
     if not (isinstance(answer, tuple) and len(answer) == 2 and all(callable(f) for f in answer)):
         fail(f"answer with the pair of functions (capture_rng, restore_rng), got {describe(answer)}")
@@ -184,8 +185,8 @@ def check_rng_state(answer) -> str:
         return "torch, NumPy and Python's random continue exactly where they were"
     if not any(same.values()):
         fail("after restore_rng, no generator continues where capture_rng left it; capture the "
-             "states (torch.get_rng_state(), np.random.get_state(), random.getstate()) and set "
-             "them back, rather than seeding again")
+             "whole state of each of the three generators and set it back, rather than seeding "
+             "again")
     broken = [m for m in _DRAWS if not same[m]]
     setters = {"torch": "torch.get_rng_state() / torch.set_rng_state(state)",
                "numpy": "np.random.get_state() / np.random.set_state(state)",
@@ -211,6 +212,10 @@ class _SpyScaler:
 
     def step(self, optimizer, *args, **kwargs):
         self.calls.append("step")
+        if "scale" not in self.calls:  # the real scaler would raise; let the check explain
+            fail("scaled_step called scaler.step(optimizer) without scaler.scale(loss) before "
+                 "it: backward must run on the SCALED loss, so that small float16 gradients do "
+                 "not underflow")
         return self.real.step(optimizer, *args, **kwargs)
 
     def update(self, *args, **kwargs):
@@ -228,9 +233,9 @@ class _SpyScaler:
 
 
 @register("7.4", "one optimizer step with a gradient scaler (float16 training)",
-          hint="optimizer.zero_grad(); scaler.scale(loss).backward(); scaler.step(optimizer); "
-               "scaler.update(): the scaler multiplies the loss before backward, divides the "
-               "gradients before the step, skips a step with inf/NaN gradients, and adapts its scale.")
+          hint="clear the old gradients, backpropagate the SCALED loss (the scaler multiplies "
+               "it), step through the scaler (it unscales, and skips a step with inf or NaN "
+               "gradients), then let the scaler update its scale.")
 def check_scaled_step(fn) -> str:
     if not callable(fn):
         fail(f"answer with your function scaled_step itself, not {describe(fn)}")
@@ -250,8 +255,8 @@ def check_scaled_step(fn) -> str:
     call(fn, loss, opt, scaler)
     want = torch.tensor([1.0, -2.0, 0.5]) - 0.1 * torch.tensor([1.0, 2.0, 3.0])
     if "scale" not in scaler.calls:
-        fail("scaled_step did not call scaler.scale(loss): backward the SCALED loss, "
-             "scaler.scale(loss).backward(), so that small float16 gradients do not underflow")
+        fail("scaled_step did not call scaler.scale(loss): backward must run on the SCALED "
+             "loss, so that small float16 gradients do not underflow")
     if "step" not in scaler.calls:
         if torch.allclose(w.detach(), torch.tensor([1.0, -2.0, 0.5]) - 0.1 * 1024 *
                           torch.tensor([1.0, 2.0, 3.0]), atol=1e-3):

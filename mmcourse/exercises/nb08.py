@@ -32,10 +32,9 @@ def _as_int_list(name: str, value) -> list[int]:
 
 
 @register("8.1", "shard_indices splits the indices like a DistributedSampler (no shuffle)",
-          hint="interleave: with total = the padded (or truncated) length, rank r takes "
-               "indices[r:total:world_size]. With padding, total = ceil(n / world_size) * "
-               "world_size and the list is padded with its first indices again; with "
-               "drop_last, total = (n // world_size) * world_size.")
+          hint="pad the index list by repeating it from its start to a multiple of world_size (or "
+               "cut it to one with drop_last), then rank r takes every world_size-th entry, "
+               "starting at r.")
 def check_shard_indices(shard_indices) -> str:
     for drop_last in (False, True):
         for n, world in _SHARD_CASES:
@@ -66,7 +65,7 @@ def check_shard_indices(shard_indices) -> str:
             if [g[:len(b)] for g, b in zip(got, blocks)] == blocks and got != want:
                 fail(f"{call_text} gives each rank a contiguous block ({got[0]} for rank 0); a "
                      f"DistributedSampler interleaves: rank r takes indices r, r + world_size, "
-                     f"r + 2 * world_size, ... (indices[r:total:world_size]); expected {want}")
+                     f"r + 2 * world_size, ...; expected {want}")
             fail(f"{call_text} gave {got} for ranks 0..{world - 1}, expected {want}")
     return "interleaved, padded with the first indices or truncated, the same length on every rank"
 
@@ -77,9 +76,9 @@ _LR_CASES = [  # base_lr, base_batch, per_rank_batch, world_size, accum_steps
 
 
 @register("8.2", "global_batch_and_lr: the effective batch and the linearly scaled learning rate",
-          hint="the global batch is per_rank_batch * world_size * accum_steps (every rank, every "
-               "micro-step); the linear scaling rule multiplies base_lr by global_batch / "
-               "base_batch.")
+          hint="count the samples of one optimizer step over all the ranks and all the "
+               "accumulation micro-steps; the linear scaling rule scales base_lr by the ratio of "
+               "that global batch to base_batch.")
 def check_global_batch_and_lr(global_batch_and_lr) -> str:
     for base_lr, base_batch, b, w, k in _LR_CASES:
         text = f"global_batch_and_lr({base_lr}, {base_batch}, {b}, {w}, {k})"
@@ -102,7 +101,8 @@ def check_global_batch_and_lr(global_batch_and_lr) -> str:
                          f"{what}; one optimizer step sees per_rank_batch x world_size x "
                          f"accum_steps samples")
             fail(f"{text} gave a global batch of {batch} but {want} was expected "
-                 f"(per_rank_batch x world_size x accum_steps)")
+                 f"(count the samples of one optimizer step on every rank, over every "
+                 f"accumulation micro-step)")
         lr = expect_number(f"the learning rate of {text}", lr, "a float learning rate")
         want_lr = base_lr * want / base_batch
         if not math.isclose(lr, want_lr, rel_tol=1e-6):
@@ -115,7 +115,7 @@ def check_global_batch_and_lr(global_batch_and_lr) -> str:
                 fail(f"{text} divided where it should multiply ({lr:.4g}): a larger batch gets a "
                      f"LARGER learning rate, base_lr x global_batch / base_batch = {want_lr:.4g}")
             fail(f"{text} gave the learning rate {lr:.4g} but {want_lr:.4g} was expected "
-                 f"(base_lr x global_batch / base_batch)")
+                 f"(the linear rule scales base_lr by the ratio of the global batch to base_batch)")
     return "global batch = per-rank batch x world size x accumulation steps; lr scaled linearly"
 
 
@@ -136,9 +136,9 @@ def _grads(model: nn.Module) -> torch.Tensor:
 
 
 @register("8.3", "accumulate_gradients: k micro-batches give the gradient of one batch k times larger",
-          hint="for each (x, y) in micro_batches: loss = F.cross_entropy(model(x), y) / k; "
-               "loss.backward(). backward ADDS into .grad, so do not zero the gradients inside "
-               "the loop, and divide by k = len(micro_batches).")
+          hint="backward() adds into .grad: run one micro-batch at a time, scale each "
+               "micro-batch's mean loss so that the k gradients add up to the mean over all of "
+               "them, and do not zero the gradients in between.")
 def check_accumulate_gradients(accumulate_gradients) -> str:
     for k in (3, 4):
         model, x, y = _toy_problem(k)
@@ -176,8 +176,8 @@ def check_accumulate_gradients(accumulate_gradients) -> str:
 
 
 @register("8.4", "combine_gradients: the global-batch gradient from ranks with unequal shard sizes",
-          hint="each rank's gradient is a MEAN over its own samples; the mean over all samples "
-               "weights each rank by its count: sum_r counts[r] * grads[r] / sum_r counts[r].")
+          hint="each rank's gradient is a MEAN over its own samples: turn each back into a sum, "
+               "add them, and divide by the total number of samples.")
 def check_combine_gradients(combine_gradients) -> str:
     gen = torch.Generator().manual_seed(84)
     grads = [torch.randn(6, generator=gen) for _ in range(3)]
@@ -195,7 +195,7 @@ def check_combine_gradients(combine_gradients) -> str:
         if torch.allclose(got, stacked.mean(0), atol=1e-5):
             fail(f"{text} is the plain mean of the ranks' gradients, which is what DDP's "
                  f"all-reduce gives: right only when every rank has the same number of samples. "
-                 f"Weight each rank by its count: sum(n_r g_r) / sum(n_r)")
+                 f"Weight each rank by its number of samples")
         if torch.allclose(got, stacked.sum(0), atol=1e-5):
             fail(f"{text} is the sum of the ranks' gradients; divide (weighted by the counts) to "
                  f"get a mean over all samples")
@@ -203,5 +203,5 @@ def check_combine_gradients(combine_gradients) -> str:
             fail(f"{text} weights by the counts but forgets to divide by the total number of "
                  f"samples, sum(counts) = {int(c.sum())}")
         fail(f"{text} gave {describe(got)} but {describe(want)} was expected: "
-             f"sum_r counts[r] * grads[r] / sum(counts)")
+             f"turn each rank's mean back into a sum, add them and divide by the total count")
     return "each rank weighted by its sample count (equal counts: the plain mean DDP uses)"

@@ -54,7 +54,7 @@ def _check_split(name: str, got, labels: np.ndarray, fractions: tuple[float, flo
         lost = n - len(used)
         fail(f"{name} puts {len(used)} of {n} samples into the splits; {lost} are in none "
              f"(rounding each piece down loses samples). Let the last split take the rest: "
-             f"idx[b:] after cutting at a and b")
+             f"everything after the second cut")
     for k, c in enumerate(np.unique(labels)):
         total = int((labels == c).sum())
         for s, f in zip(_SPLITS, fractions):
@@ -68,9 +68,9 @@ def _check_split(name: str, got, labels: np.ndarray, fractions: tuple[float, flo
 
 
 @register("11.1", "stratified_split puts every sample in exactly one split, each class in proportion",
-          hint="rng = np.random.default_rng(seed); for each class: idx = rng.permutation("
-               "np.flatnonzero(labels == c)), a = round(f0 * len(idx)), b = round((f0 + f1) * "
-               "len(idx)); idx[:a], idx[a:b] and idx[b:] go to train, val and test.")
+          hint="per class: shuffle its indices with a generator seeded by seed, cut the shuffled "
+               "list at the cumulative fractions (rounded), and give the three consecutive pieces "
+               "to train, val and test.")
 def check_stratified_split(stratified_split) -> str:
     # an imbalanced label set: plain random splits then miss the proportions of small classes
     counts = {0: 120, 1: 61, 2: 23, 3: 9, 4: 200, 5: 37}
@@ -117,10 +117,9 @@ def _report_reference(cm: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @register("11.2", "per_class_report gives precision, recall, F1 and support of each class",
-          hint="cm = torch.as_tensor(confusion).double(); correct = cm.diag(); support = cm.sum(1) "
-               "(rows are true classes); predicted = cm.sum(0); recall = correct / support, "
-               "precision = correct / predicted, f1 = 2 p r / (p + r), each with torch.where(... > 0, "
-               "..., 0.0) so that 0 / 0 gives 0.")
+          hint="correct = the diagonal, support = the row sums (rows are true classes), predicted "
+               "= the column sums; recall = correct / support, precision = correct / predicted, "
+               "f1 their harmonic mean, each 0 where its denominator is 0.")
 def check_per_class_report(per_class_report) -> str:
     classes = ["cat", "dog", "owl", "fox"]
     cm = torch.tensor([[30, 5, 0, 5],
@@ -155,8 +154,8 @@ def check_per_class_report(per_class_report) -> str:
     if any(torch.isnan(v).any() for v in got_t.values()):
         bad = [f"{k} of {c}" for k in _KEYS for j, c in enumerate(classes) if math.isnan(got_t[k][j])]
         fail(f"per_class_report gives NaN for {', '.join(bad)}: 'owl' is never predicted, so its "
-             f"precision is 0 / 0; report 0.0 there (torch.where(predicted > 0, correct / "
-             f"predicted, 0.0))")
+             f"precision is 0 / 0; report 0.0 there (guard each division whose denominator can be "
+             f"0, for example with torch.where)")
 
     def same(a, b):
         return torch.allclose(a, b.double(), atol=1e-6)
@@ -217,9 +216,9 @@ def _made_up_tables() -> list[tuple[dict, str, float]]:
 
 
 @register("11.3", "deployment_choice picks the row with the best expected accuracy when a sensor fails",
-          hint="expected = (1 - p_missing) * row['val_accuracy'] + p_missing * "
-               "row[f'val_without_{modality}'] for each method, row in table.items(); return the "
-               "method with the largest expected accuracy and that value.")
+          hint="for every row, expected accuracy = (1 - p_missing) x its validation accuracy + "
+               "p_missing x its validation accuracy without the modality; return the method with "
+               "the largest value, and that value.")
 def check_deployment_choice(deployment_choice, table=None) -> str:
     if table is None:
         fail("call the check as check('11.3', deployment_choice, table=results) with your own "

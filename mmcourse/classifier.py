@@ -12,7 +12,7 @@
 For each modality of the fusion, the classifier reads ``batch[m]`` and passes it through
 ``encoders[m]`` (with ``lengths=batch[f"{m}_lengths"]`` when the batch has them); an encoder of
 ``None`` means the batch already holds features. Fusions that keep sequences get the encoder's
-``sequence`` view. ``batch["present"][m]`` (if there) marks missing modalities for the fusion.
+``sequence`` view with its pooled vector: ``(tokens, positions, encoder(x))``. ``batch["present"][m]`` (if there) marks missing modalities for the fusion.
 """
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ class MultimodalClassifier(nn.Module):
         self.num_classes = num_classes
 
     def features(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Each modality's features: (B, D), or ((B, T, D), positions) for sequence fusions."""
+        """Each modality's features: (B, D), or ((B, T, D), positions, (B, D)) for sequence
+        fusions (the sequence, its real positions and the encoder's pooled vector)."""
         out = {}
         for m in self.modalities:
             if m not in batch:
@@ -112,7 +113,8 @@ class MultimodalClassifier(nn.Module):
                 if batch.get(f"{m}_lengths") is not None:
                     kwargs["lengths"] = batch[f"{m}_lengths"]
                 if self.fusion.uses_sequences and hasattr(enc, "sequence"):
-                    x = enc.sequence(x, **kwargs)
+                    # the sequence, its real positions, and the encoder's own pooled vector
+                    x = (*enc.sequence(x, **kwargs), enc(x, **kwargs))
                 else:
                     x = enc(x, **kwargs)
             out[m] = x

@@ -60,12 +60,15 @@ class FeatureSplit:
     def loader(self, sequences: bool = False, batch_size: int = 128, shuffle: bool = False,
                seed: int = 0, modalities: tuple[str, ...] | None = None) -> TensorBatches:
         """Batches ``{m: features, "label": ..., "present": {...}}``; ``sequences=True`` gives
-        the ``(features, positions)`` pairs that attention fusions read."""
+        the ``(features, positions, pooled)`` triples that attention fusions read: the sequence
+        (N, T, D), its real positions (N, T) and the encoder's own pooled vector (N, D), which
+        such a fusion uses wherever it needs one vector per modality (as concat reads it)."""
         modalities = tuple(modalities or self.pooled)
         unknown = [m for m in modalities if m not in self.pooled]
         if unknown:
             raise ValueError(f"unknown modality {unknown[0]!r}; expected some of {list(self.pooled)}")
-        source = self.sequences if sequences else self.pooled
+        source = {m: (*self.sequences[m], self.pooled[m]) for m in modalities} if sequences \
+            else self.pooled
         return TensorBatches({m: source[m] for m in modalities}, self.labels,
                              present={m: self.present[m] for m in modalities},
                              batch_size=batch_size, shuffle=shuffle, seed=seed)

@@ -105,8 +105,12 @@ class Fusion(nn.Module):
             of the names is the order used for weights and tokens.
         out_dim: the size of the fused vector.
 
-    Subclasses implement ``fuse(pooled or tokens, present) -> (B, out_dim)``; ``forward`` does
-    the checking. Attributes: ``modalities`` (tuple of names), ``dims``, ``out_dim``.
+    Subclasses implement ``fuse(pooled, present)`` or, with ``uses_sequences = True``,
+    ``fuse_tokens(tokens, positions, present, pooled)``, each returning (B, out_dim); ``forward``
+    does the checking. ``pooled`` holds one vector per modality (B, D_m): the encoder's own
+    summary where the input gives one (a triple, see :meth:`forward`), else the mean over the
+    real positions; zero where a modality is missing. Attributes: ``modalities`` (tuple of
+    names), ``dims``, ``out_dim``.
     """
 
     #: True for methods that keep the positions of a sequence as separate tokens.
@@ -134,8 +138,9 @@ class Fusion(nn.Module):
 
     # ---- input checking -----------------------------------------------------------------------
 
-    def _sequences(self, features: Features) -> tuple[dict, dict, int]:
-        """Check ``features``; return tokens {m: (B, T, D)}, positions {m: (B, T) bool} and B."""
+    def _sequences(self, features: Features) -> tuple[dict, dict, dict, int]:
+        """Check ``features``; return tokens {m: (B, T, D)}, positions {m: (B, T) bool}, the
+        summaries given with them {m: (B, D) or None} and B."""
         if not isinstance(features, Mapping):
             raise TypeError(f"features must be a dict of modality name -> tensor, got "
                             f"{type(features).__name__}")
@@ -147,14 +152,15 @@ class Fusion(nn.Module):
         if absent:
             raise ValueError(f"no features for {absent[0]!r}: pass every modality declared in "
                              f"dims {list(self.modalities)}, and mark missing samples in mask")
-        tokens, positions, batch = {}, {}, {}
+        tokens, positions, summaries, batch = {}, {}, {}, {}
         for m in self.modalities:
-            value, pos = features[m], None
+            value, pos, summary = features[m], None, None
             if isinstance(value, (tuple, list)):
-                if len(value) != 2:
-                    raise ValueError(f"features[{m!r}] is {_describe(value)}; a pair must be "
-                                     f"(features (B, T, D), positions (B, T) bool)")
-                value, pos = value
+                if len(value) not in (2, 3):
+                    raise ValueError(f"features[{m!r}] is {_describe(value)}; a tuple must be "
+                                     f"(features (B, T, D), positions (B, T) bool) or (features, "
+                                     f"positions, pooled (B, D))")
+                value, pos, summary = value if len(value) == 3 else (*value, None)
             if not isinstance(value, torch.Tensor) or value.ndim not in (2, 3):
                 raise ValueError(f"features[{m!r}] must be a tensor (B, D) or (B, T, D), got "
                                  f"{_describe(value)}")
@@ -174,11 +180,18 @@ class Fusion(nn.Module):
             elif not isinstance(pos, torch.Tensor) or pos.shape != value.shape[:2]:
                 raise ValueError(f"positions of {m!r} must be a bool tensor of shape "
                                  f"{tuple(value.shape[:2])}, got {_describe(pos)}")
+            if summary is not None and (not isinstance(summary, torch.Tensor) or
+                                        summary.shape != (value.shape[0], self.dims[m]) or
+                                        not summary.is_floating_point()):
+                raise ValueError(f"the pooled features of {m!r} (third in its tuple) must be a "
+                                 f"float tensor of shape {(value.shape[0], self.dims[m])}, got "
+                                 f"{_describe(summary)}")
             tokens[m], positions[m], batch[m] = value, pos.bool(), value.shape[0]
+            summaries[m] = summary
         if len(set(batch.values())) > 1:
             raise ValueError("batch sizes disagree: " +
                              ", ".join(f"{m} {b}" for m, b in batch.items()))
-        return tokens, positions, next(iter(batch.values()))
+        return tokens, positions, summaries, next(iter(batch.values()))
 
     def _present(self, mask: Mapping[str, Any] | None, batch: int,
                  device: torch.device) -> torch.Tensor:
@@ -204,33 +217,40 @@ class Fusion(nn.Module):
                              f"is nothing to fuse (drop such samples, or keep one modality)")
         return present
 
-    def _pooled(self, tokens: dict, positions: dict, present: torch.Tensor) -> dict:
-        """One vector per modality (B, D_m): the mean over real positions; zero where missing."""
+    def _pooled(self, tokens: dict, positions: dict, present: torch.Tensor,
+                summaries: dict | None = None) -> dict:
+        """One vector per modality (B, D_m): the summary given with the input where there is one,
+        else the mean over real positions; zero where missing."""
         pooled = {}
         for j, m in enumerate(self.modalities):
-            w = positions[m].unsqueeze(-1).to(tokens[m].dtype)
-            mean = (tokens[m] * w).sum(1) / w.sum(1).clamp(min=1.0)
-            pooled[m] = mean.masked_fill(~present[:, j:j + 1], 0.0)
+            given = (summaries or {}).get(m)
+            if given is None:
+                w = positions[m].unsqueeze(-1).to(tokens[m].dtype)
+                given = (tokens[m] * w).sum(1) / w.sum(1).clamp(min=1.0)
+            pooled[m] = given.masked_fill(~present[:, j:j + 1], 0.0)
         return pooled
 
     def forward(self, features: Features, mask: Mapping[str, Any] | None = None) -> torch.Tensor:
-        """features: {modality: (B, D) | (B, T, D) | ((B, T, D), (B, T) bool)};
+        """features: {modality: (B, D) | (B, T, D) | ((B, T, D), (B, T) bool) | ((B, T, D),
+        (B, T) bool, (B, D))}, the last with the encoder's own pooled vector, which methods that
+        need one vector per modality then use instead of the mean over positions;
         mask: {modality: (B,) bool}, True = present. Returns (B, out_dim)."""
-        tokens, positions, batch = self._sequences(features)
+        tokens, positions, summaries, batch = self._sequences(features)
         present = self._present(mask, batch, next(iter(tokens.values())).device)
         # zero what must be ignored (padding, missing modalities), so that no value there, not
         # even NaN or inf, can leak into the output through a 0 * NaN
         tokens = {m: x.masked_fill(~(positions[m] & present[:, j:j + 1]).unsqueeze(-1), 0.0)
                   for j, (m, x) in enumerate(tokens.items())}
+        pooled = self._pooled(tokens, positions, present, summaries)
         if self.uses_sequences:
-            return self.fuse_tokens(tokens, positions, present)
-        return self.fuse(self._pooled(tokens, positions, present), present)
+            return self.fuse_tokens(tokens, positions, present, pooled)
+        return self.fuse(pooled, present)
 
     def fuse(self, pooled: dict, present: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def fuse_tokens(self, tokens: dict, positions: dict,
-                    present: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def fuse_tokens(self, tokens: dict, positions: dict, present: torch.Tensor,
+                    pooled: dict) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -431,8 +451,9 @@ class AttentionFusion(Fusion):
 
         h = ReLU(b + sum_{m present} W_m mean_t(x_m) + R LayerNorm(s))
 
-    The first part is :class:`ConcatFusion` on each modality's mean over its real positions
-    (initialised as concat is); ``R`` starts at zero. So the model starts as concatenation
+    The first part is :class:`ConcatFusion` on each modality's pooled vector (the encoder's own,
+    when the input gives it, else the mean over real positions; initialised as concat is); ``R``
+    starts at zero. So the model starts as concatenation
     exactly, and attention only adds what concatenation misses (a residual path). Without that
     path (the read-out alone, as in a plain transformer classifier) the summary token has to
     rebuild from tokens, through a LayerNorm that removes each sample's scale, what concat gets
@@ -467,8 +488,7 @@ class AttentionFusion(Fusion):
         self.last_attention: torch.Tensor | None = None
         self.last_token_modality: torch.Tensor | None = None
 
-    def fuse_tokens(self, tokens, positions, present):
-        pooled = self._pooled(tokens, positions, present)  # mean over real positions, 0 if missing
+    def fuse_tokens(self, tokens, positions, present, pooled):
         base = self.bias + sum(self.concat[m](pooled[m]) for m in self.modalities)
         x, keep, owner = self.tokens(tokens, positions, present)
         batch = x.shape[0]
@@ -532,7 +552,7 @@ class CrossModalFusion(Fusion):
         batch, length, dim = x.shape  # (explicit sizes: a batch may have no sample)
         return x.view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
 
-    def fuse_tokens(self, tokens, positions, present):
+    def fuse_tokens(self, tokens, positions, present, pooled):
         x, keep, owner = self.tokens(tokens, positions, present)
         pooled = []
         for j, m in enumerate(self.modalities):

@@ -32,8 +32,11 @@ from mmcourse.classifier import MultimodalClassifier
 
 
 def _pooled(value: Any) -> torch.Tensor:
-    """Features (B, D), or the masked mean of a ``(sequence (B, T, D), positions (B, T))`` pair."""
+    """Features (B, D): as given, the pooled vector of a ``(sequence, positions, pooled)`` triple,
+    or the masked mean of a ``(sequence (B, T, D), positions (B, T))`` pair."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 3:
+            return value[2]
         seq, pos = value
         w = pos.unsqueeze(-1).to(seq.dtype)
         return (seq * w).sum(1) / w.sum(1).clamp(min=1.0)

@@ -107,7 +107,7 @@ class _SequenceMean(Fusion):
         self.proj = nn.ModuleDict({m: nn.Linear(d, out_dim) for m, d in dims.items()})
         self.seen_lengths: list[int] = []
 
-    def fuse_tokens(self, tokens, positions, present):
+    def fuse_tokens(self, tokens, positions, present, pooled):
         self.seen_lengths = [tokens[m].shape[1] for m in self.modalities]
         total = sum((self.proj[m](tokens[m]) * positions[m].unsqueeze(-1)).sum(1)
                     for m in self.modalities)

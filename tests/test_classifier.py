@@ -126,9 +126,10 @@ def test_real_encoders_on_collated_batches(name):
     batch = raw_batch()
     logits = model(batch)
     assert logits.shape == (6, C) and torch.isfinite(logits).all()
-    view = "sequence" if fuse.uses_sequences else "forward"
-    assert [c[0] for c in enc["image"].calls] == [view]
-    assert [c[0] for c in enc["text"].calls] == [view]
+    # a sequence fusion gets the sequence and the encoder's pooled vector (both views)
+    views = ["sequence", "forward"] if fuse.uses_sequences else ["forward"]
+    assert [c[0] for c in enc["image"].calls] == views
+    assert [c[0] for c in enc["text"].calls] == views
     # the text encoder got the true lengths; the image has none in the batch
     assert enc["image"].calls[0][1] is None
     assert enc["text"].calls[0][1].tolist() == batch["text_lengths"].tolist()
@@ -156,7 +157,7 @@ def test_an_encoder_without_sequence_view_gives_pooled_features_to_sequence_fusi
     model = MultimodalClassifier(enc, fusion("attention"), C).eval()
     assert model(raw_batch()).shape == (6, C)
     assert [c[0] for c in enc["image"].calls] == ["forward"]
-    assert [c[0] for c in enc["text"].calls] == ["sequence"]
+    assert [c[0] for c in enc["text"].calls] == ["sequence", "forward"]
 
 
 def test_encoders_and_features_mix():

@@ -124,10 +124,11 @@ def test_loader_batches(feats):
     # whole split, in order
     labels = torch.cat([b["label"] for b in feats.loader("test", batch_size=10)])
     assert torch.equal(labels, feats["test"].labels)
-    # sequences: (features, positions) pairs
+    # sequences: (features, positions, pooled) triples
     seq_batch = next(iter(feats["val"].loader(sequences=True, batch_size=8)))
     for m in MODALITIES:
-        seq, pos = seq_batch[m]
+        seq, pos, pooled = seq_batch[m]
+        assert torch.equal(pooled, feats["val"].pooled[m][:8])
         assert seq.shape[0] == 8 and seq.shape[2] == D and pos.shape == seq.shape[:2]
     # a subset of modalities
     sub = next(iter(feats.loader("val", modalities=("audio", "text"))))

@@ -205,7 +205,10 @@ def _bad_features():
         ("integer", replace(x, "image", torch.zeros(B, 6, dtype=torch.long)),
          r"features\['image'\] must be floating point, got torch.int64"),
         ("triple", replace(x, "audio", (seq, pos, pos)),
-         r"features\['audio'\] is a tuple of 3 items; a pair must be \(features"),
+         r"the pooled features of 'audio' \(third in its tuple\) must be a float tensor of "
+         r"shape \(4, 5\), got a tensor of shape \(4, 4\)"),
+        ("quadruple", replace(x, "audio", (seq, pos, pos, pos)),
+         r"features\['audio'\] is a tuple of 4 items; a tuple must be \(features"),
         ("positions shape", replace(x, "audio", (seq, pos[:, :2])),
          r"positions of 'audio' must be a bool tensor of shape \(4, 4\), got a tensor of shape "
          r"\(4, 2\)"),

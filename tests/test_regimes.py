@@ -215,4 +215,4 @@ def test_num_classes_without_generating():
 
 def test_cli_has_bench_regimes():
     args = build_parser().parse_args(["bench", "regimes", "--seeds", "4", "--json"])
-    assert (args.seeds, args.json, args.epochs) == (4, True, 10)
+    assert (args.seeds, args.json, args.epochs, args.workers) == (4, True, 10, 1)

@@ -158,7 +158,7 @@ def _cmd_bench_regimes(args: argparse.Namespace) -> int:
     from mmcourse.tools.bench.regimes import format_regimes_table, run_regimes_bench
 
     try:
-        report = run_regimes_bench(seeds=args.seeds, epochs=args.epochs,
+        report = run_regimes_bench(seeds=args.seeds, epochs=args.epochs, workers=args.workers,
                                    log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     except ValueError as err:
         raise SystemExit(f"mmcourse bench regimes: {err}") from None
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "single modality and fusion, over seeds, vs each regime's predicted winner")
     b.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     b.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
+    b.add_argument("--workers", type=int, default=1, help="processes training at once, one per "
+                   "CPU core (default 1; the numbers do not change)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_regimes)
     b = bench.add_parser("train", help="training throughput (samples/s) of the joint multimodal "

@@ -27,16 +27,17 @@ def run_regimes_bench(seeds: int = 3, epochs: int = 10, regimes: tuple[str, ...]
                       methods: tuple[str, ...] = METHODS, sizes: dict[str, int] | None = None,
                       device: str | torch.device | None = None,
                       extra: dict[str, Callable[..., dict[str, Any]]] | None = None,
-                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      log: Callable[[str], None] | None = None, workers: int = 1) -> dict[str, Any]:
     """Run the bench; return a JSON-able dict with ``config``, ``regimes`` (one verdict per
     regime, see :func:`mmcourse.regime_runs.judge`, with ``results`` {method: mean, std, runs in
     percent}) and one entry per extra task (``EXTRA_TASKS`` by default). The arguments are those
     of :func:`mmcourse.regime_runs.measure`."""
     device = get_device(device)
     start = time.time()
-    measured = measure(regimes, methods, seeds, epochs, sizes, device, log=log)
+    measured = measure(regimes, methods, seeds, epochs, sizes, device, workers=workers, log=log)
     report: dict[str, Any] = {
-        "config": {"seeds": list(range(seeds)), "epochs": epochs, "lr": LR, "batch_size": BATCH,
+        "config": {"seeds": list(range(seeds)), "epochs": epochs, "workers": workers, "lr": LR,
+                   "batch_size": BATCH,
                    "features": FEATURES, "fused": FUSED, "sizes": dict(sizes or {}),
                    "margin": MARGIN},
         "device": str(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

@@ -22,11 +22,12 @@ def environment_report() -> dict:
 
     Keys: python, platform, cpu_count, torch_threads, packages (name -> version), device (what
     :func:`mmcourse.get_device` picks), cuda (None or a dict with the GPU names and CUDA version),
-    mps (bool), bf16_cpu (whether autocast to bfloat16 runs on this CPU).
+    mps (bool), bf16_cpu (whether autocast to bfloat16 runs on this CPU), bf16_cpu_fast (whether
+    it runs in hardware: AVX-512 BF16 or AMX; where it does not, it is emulated and slow).
     """
     import torch
 
-    from mmcourse.device import _mps_available, get_device
+    from mmcourse.device import _mps_available, fast_bfloat16, get_device
 
     cuda = None
     if torch.cuda.is_available():
@@ -48,6 +49,7 @@ def environment_report() -> dict:
         "cuda": cuda,
         "mps": _mps_available(),
         "bf16_cpu": bf16,
+        "bf16_cpu_fast": bf16 and fast_bfloat16("cpu"),
         "executable": sys.executable,
     }
 
@@ -61,6 +63,8 @@ def format_report(report: dict) -> str:
     lines.append(f"{'cuda':14s} " + (f"{cuda['version']}: {', '.join(cuda['devices'])}"
                                       if cuda else "not available"))
     lines.append(f"{'mps':14s} {'available' if report['mps'] else 'not available'}")
-    lines.append(f"{'bf16 on cpu':14s} {'yes' if report['bf16_cpu'] else 'no'}")
+    bf16 = "no" if not report["bf16_cpu"] else "yes, in hardware" if report.get("bf16_cpu_fast") \
+        else "emulated (slower than float32: train in float32 here)"
+    lines.append(f"{'bf16 on cpu':14s} {bf16}")
     lines.append(f"{'device':14s} {report['device']}  <- what get_device() picks")
     return "\n".join(lines)

@@ -296,7 +296,7 @@ def test_progress_total_and_leave(monkeypatch):
 # -- envinfo ------------------------------------------------------------------------------------
 
 REPORT_KEYS = {"python", "platform", "cpu_count", "torch_threads", "packages", "device", "cuda",
-               "mps", "bf16_cpu", "executable"}
+               "mps", "bf16_cpu", "bf16_cpu_fast", "executable"}
 
 
 @pytest.fixture(scope="module")

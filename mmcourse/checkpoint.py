@@ -105,18 +105,67 @@ def set_rng_state(state: Mapping[str, Any],
 
 # ---------------------------------------------------------------------------- save and load
 
-def _plain(history: Any) -> Any:
-    """A History (or any dataclass) as a dict of plain values, so weights_only loading works."""
-    if dataclasses.is_dataclass(history) and not isinstance(history, type):
-        return {"__history__": type(history).__name__, **dataclasses.asdict(history)}
-    return history
+#: The plain values a checkpoint keeps as they are (``torch.load(weights_only=True)`` reads them).
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
 
 
-def _unplain(history: Any) -> Any:
-    if isinstance(history, dict) and history.get("__history__") == "History":
-        fields = {k: v for k, v in history.items() if k != "__history__"}
-        return History(**fields)
-    return history
+def _storable(value: Any, where: str) -> Any:
+    """``value`` in a form that ``torch.load(weights_only=True)`` reads back as it was given.
+
+    Plain values, tensors, lists, tuples and dicts of them (and sets of plain values) are kept; a
+    :class:`~mmcourse.training.History` and a ``pathlib`` path are tagged so that they come back
+    as such; a NumPy scalar becomes the Python number of the same value. Anything else (a NumPy
+    array, another class) raises a ``TypeError`` naming ``where`` it is, at save time, rather than
+    writing a file that cannot be read back.
+    """
+    if isinstance(value, (np.bool_, np.integer, np.floating, np.str_)):  # np.float64 is a float
+        return value.item()
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):  # not subclasses such as enums
+        return value
+    if isinstance(value, os.PathLike):
+        return {"__path__": os.fspath(value)}
+    if isinstance(value, History):
+        return {"__history__": "History", **{f.name: _storable(getattr(value, f.name),
+                                                               f"{where}.{f.name}")
+                                             for f in dataclasses.fields(value)}}
+    if type(value) in (list, tuple):
+        return type(value)(_storable(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if type(value) is set:
+        for item in value:
+            if type(item) not in _PLAIN:
+                raise TypeError(f"cannot save {where}: it is a set holding a "
+                                f"{type(item).__name__} ({item!r}); a checkpoint keeps sets of "
+                                f"None, bools, numbers and strings only (use a list)")
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise TypeError(f"cannot save {where}: its key {key!r} is a "
+                                f"{type(key).__name__}; checkpoint dict keys must be str, int, "
+                                f"float, bool or None")
+            out[key] = _storable(v, f"{where}[{key!r}]")
+        return out
+    hint = (" (convert it with torch.from_numpy(...) or .tolist())" if isinstance(value, np.ndarray)
+            else " (convert it with dataclasses.asdict(...))" if dataclasses.is_dataclass(value)
+            else "")
+    raise TypeError(f"cannot save {where}: a {type(value).__module__}.{type(value).__name__} "
+                    f"cannot be read back from a checkpoint{hint}; expected None, bool, int, "
+                    f"float, str, a tensor, a Path, a History, or lists, tuples, sets and dicts "
+                    f"of them")
+
+
+def _restored(value: Any) -> Any:
+    """The inverse of :func:`_storable`: tagged paths and histories come back as such."""
+    if isinstance(value, dict):
+        if set(value) == {"__path__"} and isinstance(value["__path__"], str):
+            return Path(value["__path__"])
+        if value.get("__history__") == "History":
+            return History(**{k: _restored(v) for k, v in value.items() if k != "__history__"})
+        return {k: _restored(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_restored(v) for v in value)
+    return value
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module,
@@ -135,10 +184,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module,
         generators: extra ``torch.Generator`` objects to save by name (a loader's shuffling).
         extra: anything else to keep (plain values and tensors).
 
+    ``history`` and ``extra`` may hold None, bools, numbers, strings, tensors, ``Path``s, a
+    ``History``, and lists, tuples, sets and dicts of them; each comes back from
+    :func:`load_checkpoint` as it was given (a NumPy scalar comes back as the Python number of
+    the same value). Anything else raises a ``TypeError`` naming the field (``extra['out']``),
+    before anything is written.
+
     The file is written next to ``path`` and then renamed over it, so an interrupted save never
     leaves a half-written checkpoint behind.
     """
     check_int(epoch, "epoch", minimum=0, unit="the last finished epoch")
+    check_int(step, "step", minimum=0, allow_none=True, unit="optimizer steps")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a dict of name -> value, got {type(extra).__name__}")
+    history = _storable(history, "history")
+    extra = _storable(dict(extra or {}), "extra")
+    epoch, step = int(epoch), None if step is None else int(step)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -149,9 +210,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": epoch,
         "step": step,
-        "history": _plain(history),
+        "history": history,
         "rng": rng_state(generators),
-        "extra": dict(extra or {}),
+        "extra": extra,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
@@ -184,6 +245,31 @@ def _check_same_model(saved: Mapping[str, torch.Tensor], model: nn.Module, saved
     raise CheckpointError("\n".join(lines))
 
 
+#: The entries of a checkpoint and the type each must have.
+_ENTRIES = {"model": Mapping, "optimizer": (Mapping, type(None)), "scheduler": (Mapping, type(None)),
+            "epoch": int, "step": (int, type(None)), "rng": Mapping, "extra": Mapping}
+
+
+def _check_payload(payload: Any, path: Path) -> None:
+    """Raise a CheckpointError naming ``path`` unless ``payload`` is a checkpoint of our format
+    with every entry :func:`save_checkpoint` writes, each of the right type."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is a PyTorch file but not an mmcourse checkpoint (format "
+                              f"{found!r}, expected {FORMAT!r}); a bare state_dict loads with "
+                              f"model.load_state_dict(torch.load(path))")
+    missing = [k for k in (*_ENTRIES, "history") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {missing} (it has "
+                              f"{sorted(payload)}); save it again with save_checkpoint")
+    wrong = [f"{k} is a {type(payload[k]).__name__}" for k, kind in _ENTRIES.items()
+             if not isinstance(payload[k], kind) or isinstance(payload[k], bool)]
+    if wrong:
+        raise CheckpointError(f"{path} is a corrupted checkpoint: " + ", ".join(wrong) +
+                              " (expected model, rng and extra dicts, an int epoch, an int or "
+                              "None step, optimizer and scheduler dicts or None)")
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any | None = None, *, restore_rng: bool = True,
@@ -209,6 +295,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
             message lists which), or an optimizer/scheduler state is missing.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; expected a checkpoint file written by "
+                              f"save_checkpoint (for example {path / 'ckpt.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}" +
                                 ("" if path.parent.is_dir() else f" (the folder {path.parent} "
@@ -218,16 +307,11 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
         map_location = first.device if first is not None else torch.device("cpu")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError) as err:
+    except Exception as err:  # noqa: BLE001 - arbitrary bytes raise many kinds (KeyError, ...)
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted, or "
                               f"not written by torch.save): {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} is a PyTorch file but not an mmcourse checkpoint (format "
-                              f"{found!r}, expected {FORMAT!r}); a bare state_dict loads with "
-                              f"model.load_state_dict(torch.load(path))")
+    _check_payload(payload, path)
     _check_same_model(payload["model"], model, payload.get("model_class", "?"), path)
     model.load_state_dict(payload["model"])
     if optimizer is not None:
@@ -242,11 +326,18 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
     if scheduler is not None:
         if payload["scheduler"] is None:
             raise CheckpointError(f"{path} holds no scheduler state (it was saved without one)")
-        scheduler.load_state_dict(payload["scheduler"])
+        try:
+            scheduler.load_state_dict(payload["scheduler"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"the scheduler state in {path} does not fit the scheduler "
+                                  f"given ({type(scheduler).__name__}): {err}") from err
     if restore_rng:
-        set_rng_state(payload["rng"], generators)
+        try:
+            set_rng_state(payload["rng"], generators)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from err
     return {"epoch": payload["epoch"], "step": payload["step"],
-            "history": _unplain(payload["history"]), "extra": payload["extra"],
+            "history": _restored(payload["history"]), "extra": _restored(payload["extra"]),
             "model_class": payload.get("model_class")}
 
 

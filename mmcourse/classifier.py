@@ -122,8 +122,19 @@ class MultimodalClassifier(nn.Module):
 
     def modality_mask(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
         """``batch["present"]`` restricted to the fusion's modalities, with modality dropout
-        applied in training mode; None when the batch says nothing about missing modalities."""
+        applied in training mode; None when the batch says nothing about missing modalities.
+
+        A key of ``batch["present"]`` that is neither one of the model's modalities nor another
+        entry of the batch (a misspelt ``"imgae"``) raises a ValueError naming it and the known
+        ones, instead of leaving that modality marked present."""
         given = batch.get("present")
+        if given:
+            known = set(self.modalities) | (set(batch) - {"label", "present"})
+            unknown = sorted(str(k) for k in given if k not in known)
+            if unknown:
+                raise ValueError(f"batch['present'] names {unknown}, which are not modalities of "
+                                 f"this model {list(self.modalities)} nor entries of the batch "
+                                 f"{sorted(set(batch) - {'label', 'present'})}; check the spelling")
         if not given and not (self.training and self.modality_dropout > 0):
             return None
         batch_size = len(batch["label"]) if "label" in batch else None

@@ -172,18 +172,44 @@ def fit(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable[dic
     return history
 
 
+def check_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> None:
+    """Raise unless ``logits`` (B, C) are finite and every label is a class index in
+    [0, num_classes) (``num_classes`` defaults to C): a NaN logit would otherwise still give an
+    argmax, and so an accuracy, and a label out of range would be silently counted as wrong."""
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"expected logits (B, C) and labels (B,), got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    finite = torch.isfinite(logits)
+    if not finite.all():
+        rows = (~finite.all(dim=1)).nonzero().flatten()
+        values = sorted({str(v) for v in logits[~finite].tolist()})
+        raise FloatingPointError(f"the model gave non-finite logits ({', '.join(values)}) for "
+                                 f"{len(rows)} of {len(logits)} samples of a batch (first rows "
+                                 f"{rows[:5].tolist()}); expected finite class scores: check the "
+                                 f"inputs and the learning rate")
+    num_classes = logits.shape[1] if num_classes is None else num_classes
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)].unique()
+        raise ValueError(f"labels must be class indices in [0, {num_classes}), got "
+                         f"{bad[:10].tolist()}; check that the labels and the model's "
+                         f"{logits.shape[1]} outputs describe the same classes")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable[dict],
             device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and true labels for every batch of ``loader``, as two int64 tensors on
-    the CPU (N,)."""
+    the CPU (N,). Raises (see :func:`check_logits`) on non-finite logits or a label outside
+    [0, number of outputs)."""
     device = get_device(device)
     model.to(device).eval()
     preds, labels = [], []
     for batch in loader:
         batch = to_device(batch, device)
-        preds.append(model(batch).argmax(dim=1).cpu())
-        labels.append(batch["label"].cpu())
+        logits, label = model(batch), batch["label"]
+        check_logits(logits, label)
+        preds.append(logits.argmax(dim=1).cpu())
+        labels.append(label.cpu())
     if not preds:
         raise ValueError("loader yielded no batches")
     return torch.cat(preds), torch.cat(labels)
@@ -191,7 +217,8 @@ def predict(model: nn.Module, loader: Iterable[dict],
 
 def accuracy(model: nn.Module, loader: Iterable[dict],
              device: str | torch.device | None = None) -> float:
-    """Share of correctly classified samples in ``loader`` (a float in [0, 1])."""
+    """Share of correctly classified samples in ``loader`` (a float in [0, 1]); raises on
+    non-finite logits or labels outside the model's classes (see :func:`check_logits`)."""
     preds, labels = predict(model, loader, device)
     return (preds == labels).float().mean().item()
 
@@ -206,7 +233,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int | None =
     Returns a dict: ``accuracy`` (float), ``loss`` (mean ``loss_fn``), ``confusion``
     (num_classes x num_classes counts, rows = true class), ``per_class_accuracy`` (list of
     floats, NaN for a class without samples), ``n`` (samples). ``num_classes`` defaults to the
-    width of the model's output.
+    width of the model's output. Raises on non-finite logits or labels outside
+    [0, num_classes) (see :func:`check_logits`).
     """
     device = get_device(device)
     model.to(device).eval()
@@ -214,6 +242,8 @@ def evaluate(model: nn.Module, loader: Iterable[dict], num_classes: int | None =
     for batch in loader:
         batch = to_device(batch, device)
         logits = model(batch).float()
+        # the loss needs each label below the model's width, the confusion matrix below num_classes
+        check_logits(logits, batch["label"], min(num_classes or logits.shape[1], logits.shape[1]))
         total += loss_fn(logits, batch["label"]).item() * len(batch["label"])
         num_classes = num_classes or logits.shape[1]
         preds.append(logits.argmax(dim=1).cpu())

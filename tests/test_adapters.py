@@ -17,6 +17,7 @@ from mmcourse.data.adapters import (
     load_audio_folder,
     load_image_folder,
     load_text_file,
+    wav_declared_frames,
 )
 from mmcourse.data.pairing import encode_labels, pair_modalities_by_label
 from mmcourse.data.dataset import MultimodalDataset, collate_multimodal
@@ -162,6 +163,42 @@ def test_audio_error_bad_sample_rate(tmp_path):
         load_audio_folder(tmp_path, sample_rate=0)
 
 
+def test_audio_error_truncated_file(tmp_path):
+    write_tone(tmp_path / "1_a_0.wav", seconds=0.5)  # 4000 frames of 16 bits after a 44-byte header
+    data = (tmp_path / "1_a_0.wav").read_bytes()
+    assert wav_declared_frames(tmp_path / "1_a_0.wav") == 4000
+    (tmp_path / "1_a_0.wav").write_bytes(data[: 44 + 2 * 1500])
+    with pytest.raises(ValueError, match=r"1_a_0\.wav is truncated: its header announces 4000 "
+                                         r"frames, the file holds 1500"):
+        load_audio_folder(tmp_path)
+
+
+def test_wav_declared_frames_skips_other_chunks_and_unknown_sizes(tmp_path):
+    path = tmp_path / "f.wav"
+    soundfile.write(str(path), np.zeros((10, 2), dtype=np.float32), 8000, subtype="FLOAT")
+    assert wav_declared_frames(path) == 10  # a float WAV has a 'fact' chunk before 'data'
+    (tmp_path / "x.wav").write_bytes(b"not a wav file at all")
+    assert wav_declared_frames(tmp_path / "x.wav") is None
+
+
+@pytest.mark.parametrize("samples, message", [
+    ([0.0, 1.5, -2.0, 0.1], r"holds samples up to 2 in magnitude; expected floats in \[-1, 1\]"),
+    ([0.0, np.nan, 0.2, np.inf], r"holds 2 non-finite samples \(NaN or infinity, first at frame "
+                                 r"1\); expected samples in \[-1, 1\]"),
+])
+def test_audio_error_float_samples_outside_the_unit_range(tmp_path, samples, message):
+    soundfile.write(str(tmp_path / "1_a_0.wav"), np.array(samples, dtype=np.float32), 8000,
+                    subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"1_a_0\.wav " + message):
+        load_audio_folder(tmp_path)
+
+
+def test_audio_full_scale_float_samples_load(tmp_path):
+    soundfile.write(str(tmp_path / "1_a_0.wav"), np.array([0, 1, -1], dtype=np.float32), 8000,
+                    subtype="FLOAT")
+    assert load_audio_folder(tmp_path).waveforms[0].tolist() == [0.0, 1.0, -1.0]
+
+
 # --------------------------------------------------------------------------------------------
 # load_image_folder
 # --------------------------------------------------------------------------------------------
@@ -277,6 +314,30 @@ def test_text_file_error_no_samples(tmp_path):
     path.write_text("# only a comment\n")
     with pytest.raises(ValueError, match="no samples"):
         load_text_file(path)
+
+
+@pytest.mark.parametrize("header, line", [("label\ttext", "7\ta seven"),
+                                          ("Text\tLabel", "a seven\t7"),
+                                          ("id\tLABEL\ttext", "s1\t7\ta seven")])
+def test_text_file_header_row_is_not_a_sample(tmp_path, header, line):
+    path = tmp_path / "t.tsv"
+    path.write_text(f"# comment\n{header}\n{line}\n", encoding="utf-8")
+    data = load_text_file(path)
+    assert data.labels == ["7"] and data.texts == ["a seven"]
+
+
+def test_text_file_with_a_header_needs_its_fields_on_every_line(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("id\tlabel\ttext\ns1\t7\ta seven\ns2\t3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 3: expected 3 tab-separated fields as in the header "
+                                         r"row, found 2 in 's2\\t3'"):
+        load_text_file(path)
+
+
+def test_text_file_label_named_label_after_the_first_line_is_a_sample(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("7\ta seven\nlabel\ttext\n", encoding="utf-8")
+    assert load_text_file(path).labels == ["7", "label"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import random
+import re
+from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +209,81 @@ def test_gpu_checkpoint_resumes_on_cpu(tmp_path):
     cpu = model(seed=1)
     load_checkpoint(path, cpu, optimizer_of(cpu))
     assert all(t.device.type == "cpu" for t in cpu.state_dict().values())
+
+
+# ------------------------------------------------------------------------ everything saved loads
+
+def test_numpy_scalars_paths_and_histories_round_trip(tmp_path):
+    m = model()
+    history = History(train_loss=[np.float32(0.5), np.float64(0.25)], val_accuracy=[0.75],
+                      best_epoch=np.int64(0))
+    extra = {"out": Path("runs") / "a", "best": np.float64(0.875), "n": np.int64(3),
+             "flag": np.bool_(True), "name": np.str_("concat"), "pair": (1, Path("b")),
+             "nested": {"paths": [Path("c")], "tags": {"x", "y"}}, "t": torch.arange(3)}
+    save_checkpoint(tmp_path / "c.pt", m, epoch=np.int64(2), step=np.int64(7), history=history,
+                    extra=extra)
+    state = load_checkpoint(tmp_path / "c.pt", model())
+    assert state["epoch"] == 2 and type(state["epoch"]) is int and state["step"] == 7
+    assert state["history"] == History(train_loss=[0.5, 0.25], val_accuracy=[0.75], best_epoch=0)
+    got = state["extra"]
+    assert got["out"] == Path("runs/a") and isinstance(got["out"], Path)
+    assert (got["best"], got["n"], got["flag"], got["name"]) == (0.875, 3, True, "concat")
+    assert got["pair"] == (1, Path("b")) and got["nested"] == {"paths": [Path("c")],
+                                                              "tags": {"x", "y"}}
+    assert torch.equal(got["t"], torch.arange(3))
+
+
+@pytest.mark.parametrize("field, kwargs, message", [
+    ("extra['a']", {"extra": {"a": np.zeros(3)}}, r"numpy\.ndarray .*torch\.from_numpy"),
+    ("history[0]", {"history": [object()]}, r"builtins\.object cannot be read back"),
+    ("extra['k']", {"extra": {"k": {(1, 2): 3}}}, r"key \(1, 2\) is a tuple"),
+    ("extra['s']", {"extra": {"s": {Path("p")}}},
+     r"a set holding a \w*Path"),
+    ("history", {"history": namedtuple("H", "loss")(1.0)},
+     r"H cannot be read back"),
+])
+def test_what_cannot_be_read_back_is_refused_at_save_time(tmp_path, field, kwargs, message):
+    with pytest.raises(TypeError, match=rf"cannot save {re.escape(field)}: .*{message}"):
+        save_checkpoint(tmp_path / "c.pt", model(), epoch=0, **kwargs)
+    assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello", r"not a readable checkpoint .*KeyError"),
+    (b"", r"not a readable checkpoint"),
+    (None, r"is a folder; expected a checkpoint file"),
+])
+def test_every_unreadable_file_is_a_checkpoint_error_naming_it(tmp_path, content, message):
+    path = tmp_path / "c.pt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}.*{message}"):
+        load_checkpoint(path, model())
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"format": "mmcourse-checkpoint-1"}, r"incomplete checkpoint: it lacks \['model'"),
+    ([1, 2], r"not an mmcourse checkpoint \(format 'list'"),
+])
+def test_a_torch_file_that_is_not_a_checkpoint_is_a_checkpoint_error(tmp_path, payload, message):
+    torch.save(payload, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "c.pt", model())
+
+
+def test_a_checkpoint_with_an_entry_of_the_wrong_type_is_a_checkpoint_error(tmp_path):
+    m = model()
+    save_checkpoint(tmp_path / "c.pt", m, epoch=0)
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    payload["epoch"], payload["rng"] = "one", None
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad\.pt is a corrupted checkpoint: epoch is a str, "
+                                              r"rng is a NoneType"):
+        load_checkpoint(tmp_path / "bad.pt", model())
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    del payload["rng"]["numpy"]
+    torch.save(payload, tmp_path / "norng.pt")
+    with pytest.raises(CheckpointError, match=r"norng\.pt: the random state .* incomplete"):
+        load_checkpoint(tmp_path / "norng.pt", model())

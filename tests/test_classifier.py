@@ -108,12 +108,24 @@ def test_a_batch_without_present_means_everything_present():
     assert model.modality_mask(batch) is None
     full = {m: torch.ones(5, dtype=torch.bool) for m in FEATURE_DIMS}
     torch.testing.assert_close(model(batch), model({**batch, "present": full}))
-    # present may name only some modalities (and others, which are not the model's)
+    # present may name only some modalities (and others of the batch, which are not the model's)
     partial = {"text": feature_batch()["present"]["text"],
                "video": torch.zeros(5, dtype=torch.bool)}
-    mask = model.modality_mask({**batch, "present": partial})
+    mask = model.modality_mask({**batch, "video": torch.zeros(5, 2), "present": partial})
     assert set(mask) == {"image", "text"} and mask["image"].all()
     assert mask["text"].tolist() == partial["text"].tolist()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_misspelt_key_in_present_is_an_error_naming_it_and_the_known_ones(training):
+    model = MultimodalClassifier({"image": None, "text": None}, fusion("concat"), C,
+                                 modality_dropout=0.5 if training else 0.0).train(training)
+    batch = feature_batch()
+    batch["present"] = {"imgae": torch.zeros(5, dtype=torch.bool)}
+    with pytest.raises(ValueError, match=r"batch\['present'\] names \['imgae'\], which are not "
+                                         r"modalities of this model \['image', 'text'\] nor entries "
+                                         r"of the batch \['image', 'text'\]"):
+        model(batch)
 
 
 # ---------------------------------------------------------------- real encoders

@@ -267,3 +267,61 @@ def test_unknown_subcommand(capsys):
         main(["train"])
     assert info.value.code == 2
     assert "invalid choice: 'train'" in capsys.readouterr().err
+
+
+# -- bad arguments: one line each, nothing run ----------------------------------------------------
+
+@pytest.fixture()
+def nothing_runs(monkeypatch):
+    """Fail the test if a notebook would start (the kernel check comes just before)."""
+    from mmcourse.tools import runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a notebook would have run")
+
+    for name in ("check_kernel", "run_notebook"):
+        monkeypatch.setattr(runner, name, refuse)
+
+
+@pytest.mark.parametrize("command", ["run", "refresh"])
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_an_empty_only_is_rejected(command, only, repo_root, nothing_runs, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--only", only, "--root", str(repo_root)])
+    assert str(info.value) == (f"mmcourse {command}: --only is empty (got {only!r}); give "
+                               f"notebook numbers or names, e.g. --only 00,03, or leave it out "
+                               f"to run them all")
+
+
+@pytest.mark.parametrize("command, folder", [("run", "notebooks"), ("refresh", "solutions")])
+def test_an_unknown_notebook_names_those_that_exist(command, folder, repo_root, nothing_runs,
+                                                    capsys):
+    assert main([command, "--only", "03,99", "--root", str(repo_root)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"mmcourse {command}: unknown notebook '99': expected a number "
+                                   f"like 3 or 03, or a full name; {folder}/ has: "
+                                   f"00_setup_and_tour, 01_images")
+    assert len(captured.err.strip().splitlines()) == 1 and captured.out == ""
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "1.5", "abc"])
+def test_run_timeout_must_be_a_positive_integer(timeout, repo_root, nothing_runs, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--timeout", timeout, "--root", str(repo_root)])
+    assert info.value.code == 2
+    assert (f"argument --timeout: expected a positive whole number of seconds, got {timeout!r}"
+            in capsys.readouterr().err)
+
+
+def test_run_unknown_notebook_via_console_script_has_no_traceback(repo_root):
+    proc = _run("run", "--only", "99", "--root", str(repo_root))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("mmcourse run: unknown notebook '99'")
+
+
+def test_data_out_that_cannot_be_made_is_one_line(tmp_path, tiny_size, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["data", "--size", "tiny", "--out", str(tmp_path / "file" / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmcourse data: ") and str(tmp_path / "file") in err
+    assert len(err.strip().splitlines()) == 1

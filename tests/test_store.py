@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def test_load_unreadable_array(copy):
 
 def test_load_inconsistent_lengths(copy):
     np.save(copy / "val" / "labels.npy", np.zeros(3, dtype=np.int64))
-    with pytest.raises(DatasetError, match=r"split 'val'.*3 labels but 10 images"):
+    with pytest.raises(DatasetError, match=r"val/labels\.npy: expected int64 \(10,\), got int64 \(3,\)"):
         load_dataset(copy, verify=False)
 
 
@@ -276,3 +277,93 @@ def test_save_nothing(tmp_path):
     with pytest.raises(ValueError, match="at least one split"):
         save_dataset({}, tmp_path / "empty")
     assert not (tmp_path / "empty").exists()
+
+
+# -- strict: every file of the format, inside the folder, with the right contents ---------------
+
+def _edit_manifest(folder: Path, edit) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _replace_array(folder: Path, rel: str, array: np.ndarray) -> None:
+    """Write ``array`` to ``rel`` and update its checksum, so only the contents are wrong."""
+    import hashlib
+
+    np.save(folder / rel, array)
+    digest = hashlib.sha256((folder / rel).read_bytes()).hexdigest()
+    _edit_manifest(folder, lambda m: m["files"].__setitem__(rel, digest))
+
+
+def test_a_file_removed_with_its_manifest_entry_is_missing(copy):
+    (copy / "train" / "quality.npy").unlink()
+    _edit_manifest(copy, lambda m: m["files"].pop("train/quality.npy"))
+    for read in (check_dataset, load_dataset):
+        with pytest.raises(DatasetError, match=r"is damaged; missing: train/quality\.npy\."):
+            read(copy)
+
+
+def test_a_file_without_a_manifest_entry_is_unverified(copy):
+    _edit_manifest(copy, lambda m: m["files"].pop("val/texts.json"))
+    with pytest.raises(DatasetError, match=r"not listed in manifest\.json \(no checksum to "
+                                           r"verify\): val/texts\.json"):
+        check_dataset(copy)
+
+
+def test_a_manifest_entry_outside_the_format_is_named(copy):
+    (copy / "train" / "notes.npy").write_bytes(b"x")
+    _edit_manifest(copy, lambda m: m["files"].__setitem__("train/notes.npy", "0" * 64))
+    with pytest.raises(DatasetError, match=r"not part of the format .*: train/notes\.npy"):
+        check_dataset(copy)
+
+
+@pytest.mark.parametrize("rel", ["../secret.npy", "/etc/hostname", "train/../../secret.npy",
+                                 "C:/secret.npy", "..\\secret.npy"])
+def test_manifest_paths_must_stay_inside_the_folder(copy, rel):
+    _edit_manifest(copy, lambda m: m["files"].__setitem__(rel, "0" * 64))
+    for read in (check_dataset, load_dataset):
+        with pytest.raises(DatasetError, match=re.escape(f"names files outside the dataset folder: "
+                                                         f"[{rel!r}]") + ".*no '..', no absolute"):
+            read(copy)
+
+
+@pytest.mark.parametrize("name", ["../x", "", "a/b", "."])
+def test_split_names_must_be_plain_folder_names(copy, splits, tmp_path, name):
+    _edit_manifest(copy, lambda m: m["splits"].__setitem__(name, 3))
+    with pytest.raises(DatasetError, match=rf"'splits' must map simple names .*got {name!r}: 3"):
+        check_dataset(copy)
+    with pytest.raises(ValueError, match=rf"split names must be plain folder names .*got {name!r}"):
+        save_dataset({name: splits["val"]}, tmp_path / "out")
+
+
+@pytest.mark.parametrize("rel, array, message", [
+    ("train/images.npy", lambda a: a.astype(np.float32),
+     r"train/images\.npy: expected uint8 \(30, 3, 32, 32\), got float32 \(30, 3, 32, 32\)"),
+    ("val/attributes.npy", lambda a: a[:, :3],
+     r"val/attributes\.npy: expected int64 \(10, 4\), got int64 \(10, 3\)"),
+    ("val/audio.npy", lambda a: a[:, :, None],
+     r"val/audio\.npy: expected int16 \(10, L\), got int16 \(10, \d+, 1\)"),
+    ("train/labels.npy", lambda a: np.where(np.arange(len(a)) == 0, 8, a),
+     r"train/labels\.npy: labels must be indices in \[0, 8\), got values from \d to 8"),
+    ("test/attributes.npy", lambda a: a - np.array([0, 1, 0, 0]) * (a[:, 1:2] + 1),
+     r"test/attributes\.npy: attributes column 1 \(colour\) must be indices in \[0, 6\), got "
+     r"values from -\d+ to -1"),
+    ("test/quality.npy", lambda a: (a + np.array([0, 0, 4], dtype=np.int8)).astype(np.int8),
+     r"test/quality\.npy: quality column 2 \(text\) must be indices in \[0, 4\)"),
+    ("val/audio_lengths.npy", lambda a: a + 100000,
+     r"val/audio_lengths\.npy: clip lengths must be in \[0, \d+\] \(the width of audio\.npy\)"),
+])
+def test_load_validates_dtypes_shapes_and_ranges(copy, rel, array, message):
+    _replace_array(copy, rel, array(np.load(copy / rel)))
+    for read in (check_dataset, load_dataset):
+        with pytest.raises(DatasetError, match=message):
+            read(copy)
+
+
+def test_load_validates_texts(copy):
+    (copy / "val" / "texts.json").write_text(json.dumps(["a"] * 9 + [3]))
+    with pytest.raises(DatasetError, match=r"val/texts\.json: expected a list of 10 strings, got "
+                                           r"a list of 10 items that are not all strings"):
+        load_dataset(copy, verify=False)

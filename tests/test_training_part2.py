@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmcourse.classifier import MultimodalClassifier
 from mmcourse.data.tensors import TensorBatches
 from mmcourse.fusion import make_fusion
-from mmcourse.training import History, evaluate, fit
+from mmcourse.training import History, accuracy, evaluate, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -235,3 +235,43 @@ def test_fit_and_evaluate_on_cuda(amp, on_gpu):
     assert result["confusion"].device.type == "cpu" and result["n"] == 48
     assert result["accuracy"] == pytest.approx(history.val_accuracy[history.best_epoch])
     assert result["accuracy"] > 0.6
+
+
+# ------------------------------------------------------------------ no number from bad outputs
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("measure", [accuracy, evaluate])
+def test_non_finite_logits_raise_instead_of_giving_an_accuracy(bad, measure):
+    loader = fixed_loader([0, 1, 2], [0, 1, 2])
+    loader.data["logits"][1, 2] = bad
+    with pytest.raises(FloatingPointError, match=r"non-finite logits \((nan|inf|-inf)\) for 1 of 3 "
+                                                 r"samples.*first rows \[1\].*expected finite"):
+        measure(Fixed(), loader, device="cpu")
+
+
+@pytest.mark.parametrize("measure", [accuracy, evaluate])
+@pytest.mark.parametrize("label", [3, -1])
+def test_labels_outside_the_classes_raise(measure, label):
+    with pytest.raises(ValueError, match=rf"class indices in \[0, 3\), got \[{label}\].*3 outputs"):
+        measure(Fixed(), fixed_loader([0, 1, 2], [0, label, 2]), device="cpu")
+
+
+def test_evaluate_checks_labels_against_a_smaller_num_classes():
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\), got \[2\]"):
+        evaluate(Fixed(), fixed_loader([0, 1, 2], [0, 1, 2]), num_classes=2, device="cpu")
+
+
+def test_fit_stops_instead_of_keeping_a_best_epoch_by_a_nan_accuracy():
+    train, val = toy_loaders()
+
+    class NaNAfterTraining(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = toy_model()
+
+        def forward(self, batch):
+            logits = self.inner(batch)
+            return logits if self.training else logits * float("nan")
+
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        fit(NaNAfterTraining(), train, val, epochs=2, device="cpu")

@@ -2,7 +2,8 @@
 
 * ``digits_images``: scikit-learn's bundled handwritten digits as small RGB images.
 * ``load_audio_folder``: a folder of WAV files named like the Free Spoken Digit Dataset.
-* ``load_image_folder``: a folder with one sub-folder of images per class.
+* ``load_image_folder``: a folder with one sub-folder of images per class (in
+  :mod:`mmcourse.data.image_folder`, importable from here).
 * ``load_text_file``: a ``label<TAB>text`` file or a CSV with ``label`` and ``text`` columns.
 
 Their labels meet in :mod:`mmcourse.data.pairing`: ``encode_labels`` (string labels -> integer
@@ -33,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.checks import check_int
+# load_image_folder: notebook 11 imports it from here, beside the audio and text loaders
+from mmcourse.data.image_folder import IMAGE_EXTENSIONS, ImageFolderData, load_image_folder  # noqa: F401
 # encode_labels: notebook 11 imports it from here, with the loaders whose labels it encodes
 from mmcourse.data.pairing import natural_key, encode_labels  # noqa: F401
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 #: ``{label}_{speaker}_{n}.wav``, e.g. ``7_jackson_32.wav``.
 AUDIO_NAME_PATTERN = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>.+)_(?P<n>\d+)$")
@@ -116,11 +117,47 @@ class AudioFolder:
         return len(self.waveforms)
 
 
+def wav_declared_frames(path: str | Path) -> int | None:
+    """The number of frames a RIFF/WAVE file's header announces (its ``data`` chunk size
+    divided by the bytes per frame), or None when the header does not say (not a plain RIFF
+    WAV, or a size left at 0 or 0xFFFFFFFF by a streaming writer).
+
+    ``soundfile`` quietly reads only the frames a truncated file still holds; comparing with
+    this number is how :func:`load_audio_folder` notices the rest is gone.
+    """
+    import struct
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"RIFF" or not fh.read(4) or fh.read(4) != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            header = fh.read(8)
+            if len(header) < 8:
+                return None
+            chunk, size = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"fmt ":
+                fmt = fh.read(size)
+                if len(fmt) < 14:
+                    return None
+                block_align = struct.unpack("<H", fmt[12:14])[0]
+                fh.seek(size % 2, 1)
+            elif chunk == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                fh.seek(size + size % 2, 1)  # chunks are padded to an even size
+
+
 def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> AudioFolder:
     """Read every ``.wav`` file of a folder named ``{label}_{speaker}_{n}.wav``.
 
     That is the naming of the Free Spoken Digit Dataset (``7_jackson_32.wav``: the digit 7,
     said by jackson, take 32). Files are read with ``soundfile``; stereo is averaged to mono.
+    A file is refused (a ``ValueError`` naming it) when it is empty, truncated (fewer frames
+    than its header announces, see :func:`wav_declared_frames`), or holds samples that are not
+    finite or lie outside [-1, 1] (possible in 32/64-bit float WAVs, which are not clipped).
 
     Args:
         folder: the folder holding the files (sub-folders are not searched).
@@ -162,6 +199,20 @@ def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> Aud
             raise ValueError(f"could not read audio file {path}: {error}") from error
         if samples.shape[0] == 0:
             raise ValueError(f"audio file {path} is empty (0 samples)")
+        declared = wav_declared_frames(path)
+        if declared is not None and declared > samples.shape[0]:
+            raise ValueError(f"audio file {path} is truncated: its header announces {declared} "
+                             f"frames, the file holds {samples.shape[0]}; copy it again or "
+                             f"remove it")
+        finite = np.isfinite(samples)
+        if not finite.all():
+            raise ValueError(f"audio file {path} holds {int((~finite).sum())} non-finite samples "
+                             f"(NaN or infinity, first at frame {int(np.argwhere(~finite)[0, 0])}); "
+                             f"expected samples in [-1, 1]")
+        peak = float(np.abs(samples).max())
+        if peak > 1.0:
+            raise ValueError(f"audio file {path} holds samples up to {peak:.3g} in magnitude; "
+                             f"expected floats in [-1, 1] (rescale it, e.g. divide by its peak)")
         waveforms.append(torch.from_numpy(samples.mean(axis=1).astype(np.float32)))  # (T,), mono
         labels.append(match["label"])
         speakers.append(match["speaker"])
@@ -189,101 +240,6 @@ def load_audio_folder(folder: str | Path, sample_rate: int | None = None) -> Aud
 
 
 # --------------------------------------------------------------------------------------------
-# Images: a folder per class
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class ImageFolderData:
-    """What ``load_image_folder`` returns."""
-
-    images: np.ndarray  # uint8 (N, 3, H, W)
-    labels: np.ndarray  # int64 (N,), indices into classes
-    classes: list[str]  # class (sub-folder) names, sorted
-    files: list[Path] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def load_image_folder(folder: str | Path, size: int | None = None) -> ImageFolderData:
-    """Read images laid out as ``folder/<class_name>/<image>.png|jpg|jpeg|bmp``.
-
-    The same layout as torchvision's ``ImageFolder``: one sub-folder per class, classes sorted
-    by name (class index 0 is the first name), images searched recursively inside each class
-    folder. Images are converted to RGB with Pillow.
-
-    Args:
-        folder: the root folder.
-        size: resize every image to ``size x size`` (bilinear). ``None``: keep the sizes, which
-            must then all be the same.
-
-    Returns:
-        An ``ImageFolderData`` with ``images`` (uint8 ``(N, 3, H, W)``), ``labels`` (int64
-        ``(N,)``), ``classes`` and ``files``.
-
-    Example::
-
-        photos = load_image_folder("my_photos", size=32)
-        photos.images.shape, photos.classes   # (N, 3, 32, 32), ['cat', 'dog']
-    """
-    from PIL import Image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    check_int(size, "size", allow_none=True, unit="pixels")
-
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        loose = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-        hint = f" (found {len(loose)} images directly in it: move them into class folders)" if loose else ""
-        raise ValueError(
-            f"no class folders in {folder}: expected one sub-folder per class, "
-            f"e.g. {folder}/cat/1.png and {folder}/dog/2.png{hint}"
-        )
-
-    images, labels, files = [], [], []
-    first_size: tuple[tuple[int, int], Path] | None = None
-    for class_index, class_dir in enumerate(class_dirs):
-        class_files = sorted(
-            (p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: natural_key(str(p.relative_to(class_dir))),
-        )
-        if not class_files:
-            raise ValueError(
-                f"class folder {class_dir} holds no images (expected files ending in "
-                f"{', '.join(IMAGE_EXTENSIONS)})"
-            )
-        for path in class_files:
-            try:
-                with Image.open(path) as opened:
-                    image = opened.convert("RGB")
-            except Exception as error:  # Pillow raises several kinds for broken files
-                raise ValueError(f"could not read image {path}: {error}") from error
-            if size is not None:
-                image = image.resize((int(size), int(size)), Image.Resampling.BILINEAR)
-            elif first_size is None:
-                first_size = (image.size, path)
-            elif image.size != first_size[0]:
-                (w0, h0), path0 = first_size
-                w1, h1 = image.size
-                raise ValueError(
-                    f"images have different sizes: {path0} is {w0}x{h0}, {path} is {w1}x{h1} "
-                    f"(width x height); pass size=... to resize them all"
-                )
-            images.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))  # (3, H, W)
-            labels.append(class_index)
-            files.append(path)
-
-    return ImageFolderData(
-        images=np.stack(images),
-        labels=np.asarray(labels, dtype=np.int64),
-        classes=[p.name for p in class_dirs],
-        files=files,
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Text: label<TAB>text lines, or a CSV
 # --------------------------------------------------------------------------------------------
 
@@ -305,7 +261,11 @@ def load_text_file(path: str | Path) -> TextFileData:
 
     * ``.csv``: a header row with (at least) the columns ``label`` and ``text``;
     * anything else: one sample per line, ``label<TAB>text``. Blank lines and lines starting
-      with ``#`` are skipped.
+      with ``#`` are skipped. **Header rule**: when the first of the other lines, split at its
+      tabs, has fields named ``label`` and ``text`` (in any order and case, among other
+      columns such as ``id``), it is a header, not a sample: every following line must then
+      have as many tab-separated fields, and the label and text are read from those two
+      columns. Without such a header a line is split at its first tab, so a text may hold tabs.
 
     Surrounding whitespace is removed from labels and texts.
 
@@ -349,14 +309,28 @@ def load_text_file(path: str | Path) -> TextFileData:
             labels.append(label)
             texts.append(text)
     else:
+        columns = None  # (label column, text column, field count) once a header is seen
         for line_number, line in enumerate(content.splitlines(), start=1):
             if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = [part.strip() for part in line.split("\t")]
+            names = [name.lower() for name in fields]
+            if not texts and columns is None and "label" in names and "text" in names:
+                columns = (names.index("label"), names.index("text"), len(fields))
                 continue
             if "\t" not in line:
                 raise ValueError(
                     f"{path}, line {line_number}: expected 'label<TAB>text', found no tab in {line!r}"
                 )
-            label, text = (part.strip() for part in line.split("\t", 1))
+            if columns is None:
+                label, text = (part.strip() for part in line.split("\t", 1))
+            elif len(fields) != columns[2]:
+                raise ValueError(
+                    f"{path}, line {line_number}: expected {columns[2]} tab-separated fields as in "
+                    f"the header row, found {len(fields)} in {line!r}"
+                )
+            else:
+                label, text = fields[columns[0]], fields[columns[1]]
             if not label:
                 raise ValueError(f"{path}, line {line_number}: empty label in {line!r}")
             if not text:

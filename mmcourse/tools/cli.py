@@ -33,7 +33,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         splits = make_course_dataset(seed=args.seed, size=args.size)
         manifest = save_dataset(splits, args.out, overwrite=args.overwrite, seed=args.seed,
                                 size=args.size)
-    except (ValueError, FileExistsError, NotADirectoryError) as err:
+    except (ValueError, OSError) as err:  # OSError: FileExistsError, a folder that cannot be made
         print(f"mmcourse data: {err}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
@@ -62,13 +62,40 @@ def _cmd_student(args: argparse.Namespace) -> int:
     return 0
 
 
+def _only(given: str | None, command: str) -> list[str] | None:
+    """``--only``'s comma-separated notebooks as a list (None: not given, every notebook);
+    an empty value is an error rather than "all of them"."""
+    if given is None:
+        return None
+    only = [s.strip() for s in given.split(",") if s.strip()]
+    if not only:
+        raise SystemExit(f"mmcourse {command}: --only is empty (got {given!r}); give notebook "
+                         f"numbers or names, e.g. --only 00,03, or leave it out to run them all")
+    return only
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer, or a one-line usage error saying what was given."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of seconds, got {text!r}")
+    return value
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from mmcourse.tools.runner import format_table, run_course
 
     root = _course_root(args.root)
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    results = run_course(root, only=only, out_dir=args.out, solutions=args.solutions,
-                         timeout=args.timeout, quiet=args.json)
+    only = _only(args.only, "run")
+    try:
+        results = run_course(root, only=only, out_dir=args.out, solutions=args.solutions,
+                             timeout=args.timeout, quiet=args.json)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: no kernel
+        print(f"mmcourse run: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -77,12 +104,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
-    from mmcourse.tools.runner import refresh_solutions
+    from mmcourse.tools.runner import RefreshError, refresh_solutions
 
     root = _course_root(args.root)
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    for line in refresh_solutions(root, only=only):
-        print(line)
+    only = _only(args.only, "refresh")
+    try:
+        for line in refresh_solutions(root, only=only):
+            print(line)
+    except RefreshError as err:  # a notebook failed (a RuntimeError: caught first)
+        print(f"mmcourse refresh: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # bad --only, no kernel
+        print(f"mmcourse refresh: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -213,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--out", default="runs/latest", help="folder for executed notebooks (default runs/latest)")
     p.add_argument("--solutions", action="store_true", help="run solutions/ instead of the student notebooks")
-    p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
+    p.add_argument("--timeout", type=_positive_int, default=900,
+                   help="seconds allowed per cell (default 900)")
     p.add_argument("--root", help="course folder (default: found from the current folder)")
     p.set_defaults(func=_cmd_run)
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from mmcourse.notebook_format import exercise_id, exercise_ids, notebook_number
+from mmcourse.notebook_format import exercise_id, exercise_ids
 from mmcourse.tools import CHECKOUT, sandbox
 from mmcourse.tools.runner import KERNEL_NAME, kernel_env
 
@@ -106,11 +106,9 @@ def check_grade_arguments(paths: list[str], timeout: float, reference: str | Non
                 target.exists() and not os.access(target, os.W_OK)):
             raise GradingError(f"--csv {csv_path}: cannot write there (the folder must exist and be "
                                f"writable)")
-    pairs = []
-    for path in paths:
-        nb = read_notebook(path)
-        pairs.append((Path(path), Path(reference) if reference else find_reference(path, nb, root)))
-    return pairs
+    notebooks = [read_notebook(path) for path in paths]  # all of them first, then references
+    return [(Path(path), Path(reference) if reference else find_reference(path, nb, root))
+            for path, nb in zip(paths, notebooks)]
 
 
 def _check_call(tree: ast.Module, wanted: str) -> ast.stmt | None:
@@ -175,30 +173,6 @@ async def _request(client: Any, expression: str, timeout: float) -> dict:
             return msg["content"].get("user_expressions", {}).get("v", {})
 
 
-def _kernel_python(kernel_name: str) -> str:
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    python = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
-    return python if os.path.isabs(python) else (shutil.which(python) or python)
-
-
-def _kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: int | None):
-    """A kernel manager whose kernel talks over Unix sockets in ``scratch``, launched after
-    ``prefix`` (the sandbox command, or nothing)."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class _Manager(AsyncKernelManager):
-        def format_kernel_cmd(self, extra_arguments=None):
-            cmd = super().format_kernel_cmd(extra_arguments)
-            if owner is not None:
-                os.chown(self.connection_file, owner, owner)
-            return prefix + cmd
-
-    km = _Manager(kernel_name=kernel_name, transport="ipc", ip=str(scratch / "kernel"))
-    km.connection_file = str(scratch / "kernel.json")
-    return km
-
-
 def _cell_error(reply: dict) -> str:
     ename, evalue = reply.get("ename", "Error"), _ANSI.sub("", reply.get("evalue", "")).strip()
     if ename == "NotSolved":
@@ -253,7 +227,7 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
                                "submissions (apt-get install bubblewrap), or pass --no-sandbox")
         owner, prefix, cwd = None, [], str(path.resolve().parent)
         cache = sandbox.grader_cache()
-        python = _kernel_python(kernel_name)
+        python = sandbox.kernel_python(kernel_name)
         if sandboxed:
             course = CHECKOUT
             as_nobody = os.geteuid() == 0 and shutil.which("setpriv") is not None
@@ -276,7 +250,7 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
                                       "grader's rights, files and environment")
             env = kernel_env()
             extra = [str(Path(f).resolve()) for f in check_files]
-        km = _kernel_manager(scratch, kernel_name, prefix, owner)
+        km = sandbox.kernel_manager(scratch, kernel_name, prefix, owner)
         client = NotebookClient(nb, km=km, allow_errors=True, timeout=int(timeout),
                                 startup_timeout=STARTUP_SECONDS,
                                 resources={"metadata": {"path": cwd}},
@@ -320,7 +294,7 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
             result["error"] = (f"the kernel did not start: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
                                + "".join(f" | {line}" for line in tail))
         finally:
-            _stop(km)
+            sandbox.stop_kernel(km)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - start, 1)
@@ -361,20 +335,6 @@ def _judge(client: Any, cell: Any, reply: dict, found: str, address: int, nonce:
         return False, "the grader's check did not come back intact (tampering with the kernel?)"
     result["tampering"] += [t for t in verdict["tampering"] if t not in result["tampering"]]
     return bool(verdict["passed"]), str(verdict["message"])
-
-
-def _stop(km: Any) -> None:
-    """End the kernel and, with it, the sandbox and everything started inside it."""
-    from nbclient.util import run_sync
-
-    try:
-        if km.has_kernel:
-            run_sync(km.shutdown_kernel)(now=True)
-    except Exception:
-        process = getattr(getattr(km, "provisioner", None), "process", None)
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def format_grades(results: Iterable[dict[str, Any]], width: int = 90, header: bool = True) -> str:

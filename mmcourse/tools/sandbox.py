@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from mmcourse.tools.runner import KERNEL_ENV
 
@@ -109,3 +110,42 @@ def grader_cache() -> Path | None:
     """The grader's own feature cache (``$MMCOURSE_CACHE`` or ``~/.cache/mmcourse``), if any."""
     cache = Path(os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
     return cache.resolve() if cache.is_dir() else None
+
+
+def kernel_python(kernel_name: str) -> str:
+    """The interpreter of the Jupyter kernel ``kernel_name`` (an absolute path)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    python = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
+    return python if os.path.isabs(python) else (shutil.which(python) or python)
+
+
+def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: int | None):
+    """A kernel manager whose kernel talks over Unix sockets in ``scratch``, launched after
+    ``prefix`` (the sandbox command, or nothing)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _Manager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if owner is not None:
+                os.chown(self.connection_file, owner, owner)
+            return prefix + cmd
+
+    km = _Manager(kernel_name=kernel_name, transport="ipc", ip=str(scratch / "kernel"))
+    km.connection_file = str(scratch / "kernel.json")
+    return km
+
+
+def stop_kernel(km: Any) -> None:
+    """End the kernel and, with it, the sandbox and everything started inside it."""
+    from nbclient.util import run_sync
+
+    try:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception:
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -120,6 +120,21 @@ def test_the_check_call_becomes_an_assignment():
         "_g = ((y,), {})")                                                   # magics are transformed
 
 
+def test_every_course_exercise_cell_can_be_graded():
+    """The grader finds the check call of every exercise cell of the course (any added later too)."""
+    from mmcourse.exercises.core import known_exercises
+
+    registered, found = set(known_exercises()), []
+    for path in sorted((CHECKOUT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            eid = grading.exercise_id(cell)
+            if eid:
+                found.append(eid)
+                assert rewrite_exercise_cell(cell.source, eid, "_g") is not None, (path.name, eid)
+                assert eid in registered, f"{path.name}: exercise {eid} has no registered check"
+    assert found
+
+
 # ------------------------------------------------------------------ hostile submissions
 
 @needs_bwrap

@@ -248,7 +248,8 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
         else:
             result["warnings"].append("not sandboxed (--no-sandbox): the submission ran with the "
                                       "grader's rights, files and environment")
-            env = kernel_env()
+            env = kernel_env()  # and the grader's own course code first, as in the sandbox
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
             extra = [str(Path(f).resolve()) for f in check_files]
         km = sandbox.kernel_manager(scratch, kernel_name, prefix, owner)
         client = NotebookClient(nb, km=km, allow_errors=True, timeout=int(timeout),

@@ -77,6 +77,37 @@ else
         fi
     fi
 fi
+# Optional: bubblewrap, the sandbox `mmcourse grade` runs each submission in (without it grading
+# refuses, or runs unsandboxed with --no-sandbox). Installed like Chromium above, only where it is
+# missing and apt-get can be used; skip it with MMCOURSE_SKIP_SANDBOX=1. Never fails the set-up.
+if [ "${MMCOURSE_SKIP_SANDBOX:-0}" = "1" ]; then
+    echo "setup: grading sandbox: skipped (MMCOURSE_SKIP_SANDBOX=1)"
+elif command -v bwrap >/dev/null 2>&1; then
+    echo "setup: grading sandbox: using $(command -v bwrap)"
+elif ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: grading sandbox: no bwrap and no apt-get here; install bubblewrap with your" \
+         "package manager before using mmcourse grade"
+else
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            SUDO="sudo -n"
+        else
+            SUDO="none"
+        fi
+    fi
+    if [ "$SUDO" = "none" ]; then
+        echo "setup: grading sandbox: no bwrap, and apt-get needs root; mmcourse grade will" \
+             "refuse to run until it is installed (as root: apt-get install bubblewrap)"
+    elif $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 ||
+         { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 &&
+           $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; then
+        echo "setup: grading sandbox: installed $(command -v bwrap)"
+    else
+        echo "setup: grading sandbox: apt-get could not install bubblewrap; mmcourse grade will" \
+             "refuse to run until it is installed (set-up continues)"
+    fi
+fi
 # The Jupyter kernel every notebook names, registered inside the venv (once).
 KERNEL_JSON=.venv/share/jupyter/kernels/mmcourse/kernel.json
 if [ -f "$KERNEL_JSON" ] && grep -q "$PWD/.venv/bin/python" "$KERNEL_JSON"; then

@@ -6,6 +6,8 @@ it; it may import the library, never the other way round.
     papermill_child  the process ``runner`` executes each notebook in
     student        ``mmcourse student``: solutions/ -> notebooks/
     grading        ``mmcourse grade``: grade submitted notebooks exercise by exercise
+    sandbox        the bubblewrap sandbox and kernel a submission runs in
+    grade_kernel   the grader's side inside a graded kernel (its own checks, tamper detection)
     site           ``mmcourse site``: the course website, offline
     bench/         ``mmcourse bench fusion``, ``bench regimes`` and ``bench train``
 

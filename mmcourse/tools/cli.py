@@ -156,22 +156,48 @@ def _cmd_site(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from mmcourse.tools.grading import format_grades, grade_notebook, grades_csv
+    from mmcourse.tools import sandbox
+    from mmcourse.tools.grading import (GradingError, check_grade_arguments, format_grades,
+                                        grade_notebook, grades_csv)
     from mmcourse.tools.runner import check_kernel
 
-    check_kernel()
-    results = []
-    for path in args.submissions:
-        try:
-            results.append(grade_notebook(path, timeout=args.timeout, reference=args.reference))
-        except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"mmcourse grade: {err}") from None
+    try:  # every argument, before the first notebook runs
+        pairs = check_grade_arguments(args.submissions, args.timeout, args.reference, args.csv)
+        for folder in args.data or []:
+            if not Path(folder).is_dir():
+                raise GradingError(f"--data {folder}: no such folder")
+        if args.memory <= 0 or args.processes < 8:
+            raise GradingError("--memory must be positive (GiB) and --processes at least 8")
+        if not args.no_sandbox and sandbox.find_bwrap() is None:
+            raise GradingError("bubblewrap (bwrap) is not installed, and grading runs each "
+                               "submission in its sandbox: install it (apt-get install bubblewrap, "
+                               "or bash scripts/setup.sh as root), or pass --no-sandbox to run "
+                               "submissions with your own rights")
+        check_kernel()
+    except (GradingError, RuntimeError) as err:
+        raise SystemExit(f"mmcourse grade: {err}") from None
+    if args.no_sandbox:
+        print("mmcourse grade: WARNING: --no-sandbox: submissions run with your rights, files and "
+              "environment", file=sys.stderr)
     if args.csv:
-        Path(args.csv).write_text(grades_csv(results))
+        Path(args.csv).write_text(grades_csv([]))
+    results = []
+    for number, (path, reference) in enumerate(pairs):
+        try:
+            result = grade_notebook(path, timeout=args.timeout, reference=reference,
+                                    sandboxed=not args.no_sandbox, memory_gb=args.memory,
+                                    max_processes=args.processes, data_dirs=args.data or ())
+        except Exception as err:  # a grader bug: report it, keep grading the others
+            result = {"notebook": path.name, "exercises": [], "seconds": 0.0, "warnings": [],
+                      "error": f"grading failed: {type(err).__name__}: {err}"}
+        results.append(result)
+        if args.csv:  # notebook by notebook: what is graded is kept if a later one fails
+            with open(args.csv, "a") as out:
+                out.write(grades_csv([result], header=False))
+        if not args.json:
+            print(format_grades([result], header=number == 0), flush=True)
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
-    else:
-        print(format_grades(results))
     return 0
 
 
@@ -306,8 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (one object per notebook; "
                    "a list for several)")
     p.add_argument("--csv", metavar="FILE", help="also write notebook,exercise,passed,message rows")
-    p.add_argument("--reference", help="the notebook whose exercises must all be there (default: "
-                   "solutions/<same name>)")
+    p.add_argument("--reference", help="the notebook whose exercises are graded (default: "
+                   "solutions/NN_*.ipynb for the number NN in the submission's name)")
+    p.add_argument("--no-sandbox", action="store_true", help="run submissions without the "
+                   "bubblewrap sandbox, with your rights (a warning goes into the report)")
+    p.add_argument("--memory", type=float, default=8, help="memory cap per process of a "
+                   "submission, GiB (default 8)")
+    p.add_argument("--processes", type=int, default=512, help="process cap of a submission "
+                   "(default 512)")
+    p.add_argument("--data", action="append", metavar="DIR", help="a folder submissions may "
+                   "read (read-only, at its own path); repeat for several")
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("site", help="build the course website (offline) from the solution "

@@ -1,0 +1,151 @@
+"""The sandbox ``mmcourse grade`` runs each submission's kernel in (Linux, bubblewrap).
+
+Inside it a submission sees: the system's programs and libraries, the course checkout and its
+Python environment, all read-only; a private scratch folder (its working folder, home and feature
+cache, deleted afterwards); an empty ``/tmp``; no network (only a loopback device of its own);
+only the environment variables listed in :func:`sandbox_env`; no process outside the sandbox.
+Everything it starts ends with the kernel (its own PID namespace). Each process gets a memory cap
+(``RLIMIT_DATA``) and the sandbox a process cap (``RLIMIT_NPROC``); when the grader is root the
+kernel runs as the user ``nobody`` (root ignores the process cap), which needs the course and its
+Python environment readable by all users (the usual permissions).
+
+The kernel talks to the grader over Unix sockets in the scratch folder (ZeroMQ's ``ipc``
+transport), which is how it reaches the grader across the network namespace.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmcourse.tools.runner import KERNEL_ENV
+
+NOBODY = 65534
+# Applied inside the sandbox, just before the kernel starts: argv = [limits..., "--", kernel...].
+_LIMITS = ("import os, resource, sys; a = sys.argv[1:]; k = a.index('--'); "
+           "[resource.setrlimit(getattr(resource, n), (int(v), int(v))) "
+           "for n, v in (x.split('=') for x in a[:k])]; os.execv(a[k + 1], a[k + 1:])")
+
+
+def find_bwrap() -> str | None:
+    """The path of bubblewrap's ``bwrap`` when it is installed and works here, else None."""
+    found = shutil.which("bwrap")
+    if found is None or not sys.platform.startswith("linux"):
+        return None
+    return found
+
+
+def sandbox_env(scratch: Path, course: Path, venv_bin: Path) -> dict[str, str]:
+    """The whole environment of the sandboxed kernel (nothing of the grader's is passed on)."""
+    env = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch / "home"),
+           "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONPATH": str(course),
+           "MMCOURSE_CACHE": str(scratch / "cache"),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(min(os.cpu_count() or 1, 4)))}
+    env.update(KERNEL_ENV)
+    return env
+
+
+def sandbox_prefix(bwrap: str, scratch: Path, course: Path, kernel_python: str,
+                   memory_bytes: int, max_processes: int, read_only=(), cache: Path | None = None,
+                   as_nobody: bool = False) -> list[str]:
+    """The command that runs a kernel command (appended after it) inside the sandbox.
+
+    ``read_only``: more folders or files the submission may read, at their own paths. With
+    ``as_nobody`` (the grader is root) bubblewrap keeps the host's user namespace and the kernel
+    drops to the user ``nobody`` inside, so that the process cap holds (root ignores it)."""
+    venv = Path(kernel_python).parent.parent
+    cmd = [bwrap, "--die-with-parent", "--new-session", "--clearenv"]
+    if as_nobody:
+        cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                "--unshare-cgroup-try", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        cmd += ["--unshare-all"]
+    for key, value in sandbox_env(scratch, course, venv / "bin").items():
+        cmd += ["--setenv", key, value]
+    for system in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"):
+        cmd += ["--ro-bind-try", system, system]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    shared = {Path(sys.base_prefix).resolve(), Path(os.path.realpath(kernel_python)).parent.parent,
+              venv, Path(course)}
+    bound = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/tmp")]
+    made: set[Path] = set()
+    for path in sorted(shared) + [Path(p).resolve() for p in read_only]:
+        # the folders above it, enterable by all (bubblewrap would copy /root's 0700)
+        for parent in reversed(path.parents[:-1]):
+            if not any(parent == b or b in parent.parents for b in bound) and parent not in made:
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        cmd += ["--ro-bind", str(path), str(path)]
+        bound.append(path)
+    cmd += ["--bind", str(scratch), str(scratch), "--ro-bind", str(scratch / "checks"),
+            str(scratch / "checks")]
+    if cache is not None:
+        cmd += ["--ro-bind", str(cache), "/mmcourse-cache"]
+    cmd += ["--chdir", str(scratch / "work"), "--"]
+    if as_nobody:
+        cmd += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}",
+                f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    cmd += [kernel_python, "-I", "-c", _LIMITS,
+            f"RLIMIT_DATA={memory_bytes}", f"RLIMIT_NPROC={max_processes}", "RLIMIT_CORE=0",
+            f"RLIMIT_FSIZE={min(memory_bytes, 2 ** 31)}", "--"]
+    return cmd
+
+
+def prepare_scratch(scratch: Path, cache: Path | None, owner: int | None) -> None:
+    """The sandbox's writable folders; links to the grader's cached features (read-only) so a
+    notebook that needs them does not retrain its encoders; ``owner`` gets the folder."""
+    for name in ("home", "work", "checks", "cache/features"):
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+    if cache is not None and (cache / "features").is_dir():
+        for item in (cache / "features").glob("*.pt"):
+            (scratch / "cache" / "features" / item.name).symlink_to(f"/mmcourse-cache/features/{item.name}")
+    if owner is not None:
+        for path in [scratch, *scratch.rglob("*")]:
+            os.lchown(path, owner, owner)
+
+
+def grader_cache() -> Path | None:
+    """The grader's own feature cache (``$MMCOURSE_CACHE`` or ``~/.cache/mmcourse``), if any."""
+    cache = Path(os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
+    return cache.resolve() if cache.is_dir() else None
+
+
+def kernel_python(kernel_name: str) -> str:
+    """The interpreter of the Jupyter kernel ``kernel_name`` (an absolute path)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    python = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
+    return python if os.path.isabs(python) else (shutil.which(python) or python)
+
+
+def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: int | None):
+    """A kernel manager whose kernel talks over Unix sockets in ``scratch``, launched after
+    ``prefix`` (the sandbox command, or nothing)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _Manager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if owner is not None:
+                os.chown(self.connection_file, owner, owner)
+            return prefix + cmd
+
+    km = _Manager(kernel_name=kernel_name, transport="ipc", ip=str(scratch / "kernel"))
+    km.connection_file = str(scratch / "kernel.json")
+    return km
+
+
+def stop_kernel(km: Any) -> None:
+    """End the kernel and, with it, the sandbox and everything started inside it."""
+    from nbclient.util import run_sync
+
+    try:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception:
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)

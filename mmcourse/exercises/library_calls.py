@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Mapping
 
-from mmcourse.exercises.core import call, fail
+from mmcourse.exercises.core import ExerciseFailed, call, fail
 
 
 def _code_of(fn: Any):
@@ -43,15 +43,22 @@ def call_without(fn: Callable[..., Any], forbidden: Mapping[Any, str], *args: An
         if event == "call" and frame.f_code in codes and not seen:
             seen.append(codes[frame.f_code])
 
-    previous = sys.getprofile()
-    sys.setprofile(hook)
-    try:
-        result = call(fn, *args, **kwargs)
-    finally:
-        sys.setprofile(previous)
-    if seen:
+    def refuse() -> None:
         name = getattr(fn, "__name__", "your function")
         fail(f"{name} calls the library's {seen[0]}; this exercise asks you to write it yourself "
              f"(the check compares your result with the library's afterwards). Replace the call "
              f"with your own lines.")
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        result = call(fn, *args, **kwargs)
+    except ExerciseFailed:
+        if seen:  # the library call explains the failure better than its consequence does
+            refuse()
+        raise
+    finally:
+        sys.setprofile(previous)
+    if seen:
+        refuse()
     return result

@@ -60,7 +60,8 @@ def my_mllm_forward(lm, projector, features, ids, mask, text_labels, order="imag
     text = lm.get_input_embeddings()(ids)
     n = image.shape[1]
     embeds = torch.cat([image, text] if order == "image first" else [text, image], dim=1)
-    attention = torch.cat([mask.new_full((len(ids), n), image_mask), mask], 1) if full_mask else mask
+    attention = torch.cat([mask.new_full((len(ids), n), image_mask), mask], 1) if full_mask \
+        else mask
     labels = torch.cat([text_labels.new_full((len(ids), n), image_label), text_labels], 1) \
         if full_labels else text_labels
     kwargs = {"attention_mask": attention if with_mask else None,

@@ -87,7 +87,8 @@ def _forward_case():
 
 
 def _inspect_lm_call(args, kwargs, lm, projector, features, ids, mask, text_labels) -> None:
-    """What the learner passed to the LM, against [image tokens][text]: fail on the first problem."""
+    """What the learner passed to the LM, against [image tokens][text]: fail at the first
+    problem."""
     b, n, t = len(ids), features.shape[1], ids.shape[1]
     if args or kwargs.get("input_ids") is not None:
         fail("the LM was called with input_ids; token ids cannot hold image tokens. Build the "
@@ -95,8 +96,8 @@ def _inspect_lm_call(args, kwargs, lm, projector, features, ids, mask, text_labe
     embeds = kwargs.get("inputs_embeds")
     expect_tensor("the inputs_embeds you passed to the LM", embeds)
     if tuple(embeds.shape) == (b, t, 16):
-        fail(f"inputs_embeds has shape {tuple(embeds.shape)}: the text alone. Put the {n} projected "
-             f"image tokens in front: shape (B, N + T, E) = {(b, n + t, 16)}")
+        fail(f"inputs_embeds has shape {tuple(embeds.shape)}: the text alone. Put the {n} "
+             f"projected image tokens in front: shape (B, N + T, E) = {(b, n + t, 16)}")
     expect_tensor("the inputs_embeds you passed to the LM", embeds, shape=(b, n + t, 16))
     with torch.no_grad():
         image, text = projector(features), lm.get_input_embeddings()(ids)

@@ -21,7 +21,8 @@ def _fails(exercise_id: str, answer, match: str, **kwargs) -> None:
 
 # ------------------------------------------------------------------------ 9.1 the loss
 
-def _loss(directions="both", normalise=True, scale="exp", clamp=True, reduce="mean"):
+def _loss(directions="both", normalise=True, scale="exp", clamp=True, reduce="mean",
+          targets="diagonal"):
     def my_clip_loss(image_emb, text_emb, logit_scale):
         u, v = image_emb, text_emb
         if normalise:
@@ -36,6 +37,10 @@ def _loss(directions="both", normalise=True, scale="exp", clamp=True, reduce="me
         else:  # .item(): no gradient to the scale
             logits = math.exp(t.item()) * u @ v.T
         target = torch.arange(len(u))
+        if targets == "zeros":
+            target = torch.zeros_like(target)
+        elif targets == "flipped":
+            target = target.flip(0)
         i2t, t2i = F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
         if directions == "image":
             return i2t
@@ -52,8 +57,45 @@ def test_9_1_passes_and_rejects():
     _fails("9.1", _loss(clamp=False), "clamp")
     _fails("9.1", _loss(reduce="sum"), "sum of the two")
     _fails("9.1", _loss(scale="item"), "autograd")
+    _fails("9.1", _loss(targets="zeros"), "every target 0")
+    _fails("9.1", _loss(targets="flipped"), "anti-diagonal")
+    _fails("9.1", lambda a, b, t: _loss()(a, b, t) * 1.01, "was expected")
     _fails("9.1", lambda a, b, t: 0.5, "tensor")
     _fails("9.1", "loss", "function")
+
+
+def test_9_1_rejects_calling_the_library_under_any_name():
+    import functools
+
+    from mmcourse import alignment
+    from mmcourse.alignment import clip_loss as renamed
+
+    _fails("9.1", lambda a, b, t: alignment.clip_loss(a, b, t), "calls the library's")
+    _fails("9.1", lambda a, b, t: renamed(a, b, t), "calls the library's")
+    _fails("9.1", functools.partial(renamed), "calls the library's")
+
+    def helper(a, b, t):
+        return renamed(a, b, t) + 0 * _loss()(a, b, t)
+    _fails("9.1", lambda a, b, t: helper(a, b, t), "calls the library's")
+
+
+def test_library_call_watch_restores_the_previous_profile_hook():
+    import sys
+
+    from mmcourse.exercises.library_calls import call_without
+
+    def other_hook(frame, event, arg):
+        pass
+
+    sys.setprofile(other_hook)
+    try:
+        assert call_without(lambda x: x + 1, {_loss: "a helper"}, 1) == 2
+        assert sys.getprofile() is other_hook
+        with pytest.raises(ExerciseFailed, match="calls the library's a helper"):
+            call_without(lambda: _loss(), {_loss: "a helper"})
+        assert sys.getprofile() is other_hook
+    finally:
+        sys.setprofile(None)
 
 
 # ------------------------------------------------------------------------ 9.2 recall@k

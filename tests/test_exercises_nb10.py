@@ -43,7 +43,70 @@ def test_10_1_passes_and_rejects():
     _fails("10.1", in_place, "in place")
 
 
-# ------------------------------------------------------------------------ 10.2 projector
+def test_10_1_rejects_calling_build_labels():
+    from mmcourse import mllm
+    from mmcourse.mllm import build_labels
+
+    _fails("10.1", build_labels, "calls the library's mmcourse.mllm.build_labels")
+    _fails("10.1", lambda i, m, n, s: mllm.build_labels(i, m, n, s), "build_labels")
+
+
+# ------------------------------------------------------------------------ 10.2 forward pass
+
+def my_mllm_forward(lm, projector, features, ids, mask, text_labels, order="image first",
+                    image_mask=1, image_label=-100, full_mask=True, full_labels=True,
+                    use_ids=False, with_mask=True, with_labels=True):
+    image = projector(features)
+    text = lm.get_input_embeddings()(ids)
+    n = image.shape[1]
+    embeds = torch.cat([image, text] if order == "image first" else [text, image], dim=1)
+    attention = torch.cat([mask.new_full((len(ids), n), image_mask), mask], 1) if full_mask \
+        else mask
+    labels = torch.cat([text_labels.new_full((len(ids), n), image_label), text_labels], 1) \
+        if full_labels else text_labels
+    kwargs = {"attention_mask": attention if with_mask else None,
+              "labels": labels if with_labels else None}
+    if use_ids:
+        return lm(input_ids=ids, **kwargs)
+    return lm(inputs_embeds=embeds, **kwargs)
+
+
+def _forward_variant(**kw):
+    return lambda *args: my_mllm_forward(*args, **kw)
+
+
+def test_10_2_passes_and_rejects():
+    from mmcourse.mllm import MultimodalLM, build_labels
+
+    assert check("10.2", my_mllm_forward).passed
+    _fails("10.2", _forward_variant(image_label=0), "must be -100")
+    _fails("10.2", _forward_variant(full_labels=False), "text's labels alone")
+    _fails("10.2", _forward_variant(full_mask=False), "text's mask alone")
+    _fails("10.2", _forward_variant(image_mask=0), "0 at the image positions")
+    _fails("10.2", _forward_variant(order="text first"), "image comes after the text")
+    _fails("10.2", _forward_variant(use_ids=True), "input_ids")
+    _fails("10.2", _forward_variant(with_mask=False), "without attention_mask")
+    _fails("10.2", _forward_variant(with_labels=False), "without labels")
+    _fails("10.2", lambda *args: my_mllm_forward(*args).loss, "return what the LM returns")
+
+    def shifted(lm, projector, features, ids, mask, text_labels):
+        left = torch.cat([text_labels[:, 1:], text_labels[:, :1] * 0 - 100], 1)
+        return my_mllm_forward(lm, projector, features, ids, mask, left)
+    _fails("10.2", shifted, "not shifted")
+
+    def library(lm, projector, features, ids, mask, text_labels):
+        n = features.shape[1]
+        labels = torch.cat([torch.full((len(ids), n), -100), text_labels], 1)
+        return MultimodalLM(lm, projector)(features, ids, mask, labels)
+    _fails("10.2", library, "calls the library's MultimodalLM")
+
+    def library_labels(lm, projector, features, ids, mask, text_labels):
+        labels = build_labels(ids, mask, 0)       # not even the right labels: caught first
+        return my_mllm_forward(lm, projector, features, ids, mask, labels)
+    _fails("10.2", library_labels, "build_labels")
+
+
+# ------------------------------------------------------------------------ 10.3 projector
 
 class MLPProjector(nn.Module):
     def __init__(self, in_dim, out_dim):
@@ -65,33 +128,33 @@ def _variant(*layers):
     return P
 
 
-def test_10_2_passes_and_rejects():
-    assert check("10.2", MLPProjector).passed
-    _fails("10.2", MLPProjector(6, 10), "class MLPProjector itself")
-    _fails("10.2", _variant(lambda i, o: nn.Linear(i, o)), "two nn.Linear")
-    _fails("10.2", _variant(lambda i, o: nn.Linear(i, o), lambda i, o: nn.ReLU(),
+def test_10_3_passes_and_rejects():
+    assert check("10.3", MLPProjector).passed
+    _fails("10.3", MLPProjector(6, 10), "class MLPProjector itself")
+    _fails("10.3", _variant(lambda i, o: nn.Linear(i, o)), "two nn.Linear")
+    _fails("10.3", _variant(lambda i, o: nn.Linear(i, o), lambda i, o: nn.ReLU(),
                             lambda i, o: nn.Linear(o, o)), "GELU")
-    _fails("10.2", _variant(lambda i, o: nn.Linear(i, i), lambda i, o: nn.GELU(),
+    _fails("10.3", _variant(lambda i, o: nn.Linear(i, i), lambda i, o: nn.GELU(),
                             lambda i, o: nn.Linear(i, o)), "Linear\\(6, 10\\) then")
-    _fails("10.2", _variant(lambda i, o: nn.Linear(i, o), lambda i, o: nn.Linear(o, o)), "GELU")
+    _fails("10.3", _variant(lambda i, o: nn.Linear(i, o), lambda i, o: nn.Linear(o, o)), "GELU")
 
 
-# ------------------------------------------------------------------------ 10.3 stage 1
+# ------------------------------------------------------------------------ 10.4 stage 1
 
 def freeze_stage1(model):
     model.lm.requires_grad_(False)
     model.projector.requires_grad_(True)
 
 
-def test_10_3_passes_and_rejects():
-    assert check("10.3", freeze_stage1).passed
-    _fails("10.3", lambda m: m.requires_grad_(True), "LM parameters still require grad")
-    _fails("10.3", lambda m: m.lm.requires_grad_(False), "projector parameters are frozen")
-    _fails("10.3", lambda m: (m.lm.requires_grad_(True), m.projector.requires_grad_(False)),
+def test_10_4_passes_and_rejects():
+    assert check("10.4", freeze_stage1).passed
+    _fails("10.4", lambda m: m.requires_grad_(True), "LM parameters still require grad")
+    _fails("10.4", lambda m: m.lm.requires_grad_(False), "projector parameters are frozen")
+    _fails("10.4", lambda m: (m.lm.requires_grad_(True), m.projector.requires_grad_(False)),
            "other way round")
 
 
-# ------------------------------------------------------------------------ 10.4 left padding
+# ------------------------------------------------------------------------ 10.5 left padding
 
 def left_pad(rows, pad_id):
     t = max(len(r) for r in rows)
@@ -100,11 +163,11 @@ def left_pad(rows, pad_id):
     return ids, mask
 
 
-def test_10_4_passes_and_rejects():
-    assert check("10.4", left_pad).passed
+def test_10_5_passes_and_rejects():
+    assert check("10.5", left_pad).passed
     from mmcourse.lm import pad_sequences
-    _fails("10.4", lambda rows, p: pad_sequences(rows, "right", p), "on the right")
-    _fails("10.4", lambda rows, p: (left_pad(rows, p)[0], 1 - left_pad(rows, p)[1]), "inverted")
-    _fails("10.4", lambda rows, p: left_pad(rows, 0), "pad_id")
-    _fails("10.4", lambda rows, p: left_pad([r[::-1] for r in rows], p), "reverse order")
-    _fails("10.4", lambda rows, p: left_pad(rows, p)[0], "pair")
+    _fails("10.5", lambda rows, p: pad_sequences(rows, "right", p), "on the right")
+    _fails("10.5", lambda rows, p: (left_pad(rows, p)[0], 1 - left_pad(rows, p)[1]), "inverted")
+    _fails("10.5", lambda rows, p: left_pad(rows, 0), "pad_id")
+    _fails("10.5", lambda rows, p: left_pad([r[::-1] for r in rows], p), "reverse order")
+    _fails("10.5", lambda rows, p: left_pad(rows, p)[0], "pair")

@@ -11,75 +11,99 @@ from mmcourse.exercises.core import call, describe, expect_close, expect_number,
 
 
 def _loss_variants(a: torch.Tensor, b: torch.Tensor, t: float) -> dict[str, float]:
-    """The right loss and plausible wrong ones, for the messages of 9.1."""
+    """The library's loss and plausible wrong ones, for the messages of 9.1."""
+    from mmcourse.alignment import clip_loss
+
     u, v = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     target = torch.arange(len(a))
     scale = math.exp(min(t, math.log(100)))
 
-    def both(logits):
+    def both(logits, target=target):
         return ((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2).item()
 
-    return {
-        "right": both(scale * u @ v.T),
-        "one direction (image to text only)": F.cross_entropy(scale * u @ v.T, target).item(),
-        "one direction (text to image only)": F.cross_entropy(scale * v @ u.T, target).item(),
-        "the sum of the two directions": 2 * both(scale * u @ v.T),
-        "no normalisation": both(scale * a @ b.T),
-        "logit_scale used as the scale (no exp)": both(t * u @ v.T),
-        "cosines divided by logit_scale": both(u @ v.T / t),
-        "no clamp at log(100)": both(math.exp(t) * u @ v.T),
-        "scale 1 (logit_scale ignored)": both(u @ v.T),
-    }
+    with torch.no_grad():
+        return {
+            "right": clip_loss(a, b, torch.tensor(t)).item(),
+            "one direction (image to text only)": F.cross_entropy(scale * u @ v.T, target).item(),
+            "one direction (text to image only)": F.cross_entropy(scale * v @ u.T, target).item(),
+            "the sum of the two directions": 2 * both(scale * u @ v.T),
+            "no normalisation": both(scale * a @ b.T),
+            "logit_scale used as the scale (no exp)": both(t * u @ v.T),
+            "cosines divided by logit_scale": both(u @ v.T / t) if t else math.nan,
+            "no clamp at log(100)": both(math.exp(t) * u @ v.T),
+            "scale 1 (logit_scale ignored)": both(u @ v.T),
+            "every target 0 (the first column) instead of the diagonal":
+                both(scale * u @ v.T, torch.zeros_like(target)),
+            "the anti-diagonal as targets (B - 1, ..., 0) instead of the diagonal":
+                both(scale * u @ v.T, target.flip(0)),
+        }
 
 
 _LOSS_FIXES = {
-    "one direction (image to text only)": "add the text-to-image cross-entropy on logits.T and "
-                                          "average the two",
-    "one direction (text to image only)": "add the image-to-text cross-entropy on logits and "
-                                          "average the two",
-    "the sum of the two directions": "return the mean of the two cross-entropies, (a + b) / 2",
-    "no normalisation": "normalise both embeddings to unit length first (F.normalize(x, dim=-1))",
-    "logit_scale used as the scale (no exp)": "logit_scale holds log(s): multiply the cosines by "
-                                              "logit_scale.exp()",
+    "one direction (image to text only)": "add the text-to-image cross-entropy (each text picks "
+                                          "its image among the B images) and average the two",
+    "one direction (text to image only)": "add the image-to-text cross-entropy (each image picks "
+                                          "its text among the B texts) and average the two",
+    "the sum of the two directions": "return the mean of the two cross-entropies, not their sum",
+    "no normalisation": "normalise both embeddings to unit length first, so that u v^T holds "
+                        "cosines",
+    "logit_scale used as the scale (no exp)": "logit_scale holds t = log(s): the cosines are "
+                                              "multiplied by s = exp(t)",
     "cosines divided by logit_scale": "logit_scale holds log(s) = log(1 / temperature): multiply "
-                                      "the cosines by logit_scale.exp()",
-    "no clamp at log(100)": "clamp first: logit_scale.clamp(max=math.log(100)).exp()",
-    "scale 1 (logit_scale ignored)": "multiply the cosines by logit_scale.exp()",
+                                      "the cosines by exp(t), do not divide by t",
+    "no clamp at log(100)": "clamp t at log(100) before taking exp, so that s never exceeds 100",
+    "scale 1 (logit_scale ignored)": "multiply the cosines by s = exp(t)",
+    "every target 0 (the first column) instead of the diagonal":
+        "row i's right answer is column i (pair i sits on the diagonal): the targets are the "
+        "indices 0, 1, ..., B - 1",
+    "the anti-diagonal as targets (B - 1, ..., 0) instead of the diagonal":
+        "row i's right answer is column i: the targets are 0, 1, ..., B - 1 in that order",
 }
+
+#: (batch size B, logit_scale t): several temperatures, including one the clamp must act on
+#: (5 > log 100), t = 0 (scale 1) and CLIP's initial log(1 / 0.07).
+_LOSS_CASES = ((6, 2.0), (6, 5.0), (3, math.log(1 / 0.07)), (17, 0.0), (17, 3.0))
 
 
 @register("9.1", "my_clip_loss is CLIP's symmetric InfoNCE with a learnable temperature",
-          hint="u, v = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1); logits = "
-               "logit_scale.clamp(max=math.log(100)).exp() * u @ v.T; targets = torch.arange(B); "
-               "return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2")
+          hint="the idea: two B-way classifications over one (B, B) matrix of scaled cosines, "
+               "row i's answer is column i; one classifies the rows, the other the columns; "
+               "average them. The tools: F.normalize, Tensor.clamp and Tensor.exp for the scale, "
+               "F.cross_entropy with class-index targets (torch.arange).")
 def check_clip_loss(my_clip_loss) -> str:
+    from mmcourse.alignment import clip_loss
+    from mmcourse.exercises.library_calls import call_without
+
     if not callable(my_clip_loss):
         fail(f"answer with the function my_clip_loss itself, not {describe(my_clip_loss)}")
     gen = torch.Generator().manual_seed(9)
-    for t in (2.0, 5.0):                          # 5 > log(100): the clamp must act
-        a = 3 * torch.randn(6, 4, generator=gen)
-        b = 0.5 * torch.randn(6, 4, generator=gen)
+    for b, t in _LOSS_CASES:
+        a = 3 * torch.randn(b, 4, generator=gen)      # not unit length: the loss must normalise
+        c = 0.5 * torch.randn(b, 4, generator=gen)
         scale = torch.tensor(t, requires_grad=True)
-        got = call(my_clip_loss, a.clone(), b.clone(), scale)
-        name = f"my_clip_loss(image_emb, text_emb, logit_scale={t})"
+        got = call_without(my_clip_loss, {clip_loss: "mmcourse.alignment.clip_loss"},
+                           a.clone(), c.clone(), scale)
+        name = f"my_clip_loss(image_emb ({b}, 4), text_emb ({b}, 4), logit_scale={t:.3g})"
         if not isinstance(got, torch.Tensor):
             fail(f"{name} returned a {type(got).__name__}; return the loss as a tensor, so that "
                  f"loss.backward() can train the encoders and the temperature")
         expect_tensor(name, got, shape=())
         if not got.requires_grad or torch.autograd.grad(got, scale, allow_unused=True)[0] is None:
             fail(f"{name} does not depend on logit_scale through autograd, so the temperature "
-                 f"could never learn; do not call .item() or float() on it, use "
-                 f"logit_scale.clamp(max=math.log(100)).exp()")
-        variants = _loss_variants(a, b, t)
+                 f"could never learn; compute the scale from the tensor logit_scale with tensor "
+                 f"operations (no .item(), float() or math.exp on it)")
+        variants = _loss_variants(a, c, t)
         value = got.item()
         if math.isclose(value, variants["right"], rel_tol=1e-4, abs_tol=1e-5):
             continue
         for wrong, expected in variants.items():
             if wrong != "right" and math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-5):
-                fail(f"{name} returned {value:.4f}, which is the loss with {wrong}; the expected "
-                     f"value is {variants['right']:.4f}. Fix: {_LOSS_FIXES[wrong]}")
+                fail(f"{name} returned {value:.4f}, which is the loss with {wrong}; "
+                     f"mmcourse.alignment.clip_loss gives {variants['right']:.4f}. "
+                     f"Fix: {_LOSS_FIXES[wrong]}")
         expect_close(name, value, variants["right"], atol=1e-5, rtol=1e-4)
-    return "both directions, unit vectors, exp of the clamped log scale"
+    return (f"equal to mmcourse.alignment.clip_loss on {len(_LOSS_CASES)} batches (B = 3 to 17, "
+            f"non-unit embeddings, t from 0 to 5)")
 
 
 def _recall_reference(sim: torch.Tensor, pos: torch.Tensor, k: int) -> float:
@@ -121,8 +145,10 @@ _RECALL_VARIANTS = {
 
 
 @register("9.2", "my_recall_at_k counts the queries with a positive among their top k",
-          hint="top = similarity.topk(k, dim=1).indices (the k largest per row); "
-               "positives.gather(1, top).any(1).float().mean().item()")
+          hint="the idea: for each query (a row), take its k most similar gallery items and ask "
+               "whether at least one of them is a positive; the recall is the share of queries "
+               "for which the answer is yes. The tools: Tensor.topk (its .indices), Tensor.gather "
+               "to read positives at those columns, Tensor.any over a dimension, then a mean.")
 def check_recall_at_k(my_recall_at_k) -> str:
     if not callable(my_recall_at_k):
         fail(f"answer with the function my_recall_at_k itself, not {describe(my_recall_at_k)}")
@@ -147,9 +173,11 @@ def check_recall_at_k(my_recall_at_k) -> str:
 
 
 @register("9.3", "colour_pred classifies colours zero-shot",
-          hint="prompts listed colour by colour in the order of list(COLOURS), e.g. "
-               "[f'{z} {c} {s} {p}' for c in COLOURS for z in SIZES for s in SHAPES for p in "
-               "POSITIONS]; embed them, .view(len(COLOURS), -1, DIM), zero_shot_classify(image_emb, ...)")
+          hint="the idea: zero-shot classes are texts; describe each colour by many captions "
+               "that name it (the other words varied), average their embeddings per colour, and "
+               "keep the classes in the order of list(COLOURS). The tools: tokenize and embed "
+               "for the prompts, Tensor.view to group them (classes, prompts per class, D), "
+               "zero_shot_classify.")
 def check_zero_shot_colour(colour_pred, attributes) -> str:
     from mmcourse.data.course import COLOURS
 
@@ -185,10 +213,11 @@ def check_zero_shot_colour(colour_pred, attributes) -> str:
 
 
 @register("9.4", "audio_text aligns the calls with the captions",
-          hint="DualEncoder({'audio': AudioCNN(out_dim=64), 'text': BagOfWordsEncoder("
-               "len(tokenizer), out_dim=64)}, dim=DIM), trained with train_dual_encoder on a "
-               "TensorBatches of audio, audio_lengths, text, text_lengths (row i of each from the "
-               "same sample), batch_size=64, lr=3e-3")
+          hint="the idea: the recipe of section 4 with the clips in place of the images; row i "
+               "of the audio and row i of the captions must come from the same sample. The "
+               "tools: DualEncoder with an 'audio' and a 'text' encoder, a batch dict holding "
+               "both modalities and their lengths, TensorBatches, train_dual_encoder (the sizes "
+               "and settings are in the exercise text).")
 def check_audio_text(audio_text, audio, audio_lengths, prompts, labels) -> str:
     from mmcourse.alignment import DualEncoder, embed, zero_shot_classify
 

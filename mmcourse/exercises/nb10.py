@@ -10,26 +10,30 @@ _IGNORE = -100
 
 
 def _label_case() -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """A right-padded batch and the library's labels for it (mmcourse.mllm.build_labels)."""
+    from mmcourse.mllm import build_labels
+
     ids = torch.tensor([[1, 11, 12, 13, 20, 2, 0, 0],
                         [1, 14, 15, 21, 22, 23, 24, 2]])
     mask = (torch.arange(8)[None, :] < torch.tensor([[6], [8]])).long()
     start = torch.tensor([4, 3])
     n = 3
-    text = ids.masked_fill(mask == 0, _IGNORE)
-    text = text.masked_fill(torch.arange(8)[None, :] < start[:, None], _IGNORE)
-    want = torch.cat([torch.full((2, n), _IGNORE), text], 1)
-    return ids, mask, n, start, want
+    return ids, mask, n, start, build_labels(ids, mask, n, start)
 
 
 @register("10.1", "my_labels: -100 at image tokens, prompt and padding; the answer unshifted",
-          hint="labels = ids with -100 where mask == 0 and where the position is before "
-               "answer_start (torch.arange(T)[None, :] < answer_start[:, None]); then put "
-               "num_image_tokens columns of -100 in front (torch.cat along dim 1). Do not shift: "
-               "GPT2LMHeadModel shifts the labels itself.")
+          hint=("the idea: labels are the input ids themselves, aligned with the sequence "
+                "[image tokens][text]; a position the model must not learn from gets -100 (the "
+                "image positions, the padding, the prompt before answer_start); GPT-2 shifts "
+                "them itself. The tools: Tensor.masked_fill with a boolean mask, a comparison of "
+                "torch.arange with answer_start (broadcasting), torch.full and torch.cat."))
 def check_labels(my_labels) -> str:
     ids, mask, n, start, want = _label_case()
+    from mmcourse.exercises.library_calls import call_without
+    from mmcourse.mllm import build_labels
+
     ids_before = ids.clone()
-    got = call(my_labels, ids, mask, n, start)
+    got = call_without(my_labels, {build_labels: "mmcourse.mllm.build_labels"}, ids, mask, n, start)
     if not torch.equal(ids, ids_before):
         fail("my_labels changed ids in place; use masked_fill (no underscore) or clone first")
     if isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(ids.shape):
@@ -59,10 +63,136 @@ def check_labels(my_labels) -> str:
     return "all cases"
 
 
-@register("10.2", "MLPProjector: Linear(in, out) -> GELU -> Linear(out, out)",
-          hint="self.net = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), "
-               "nn.Linear(out_dim, out_dim)); forward returns self.net(x), applied to every "
-               "patch (nn.Linear works on the last axis of (B, N, in_dim)).")
+def _forward_case():
+    """A tiny LM and projector, 3 images of 5 patches and 3 right-padded texts of different
+    lengths, their text labels (-100 at prompt and padding) and the library's output."""
+    from mmcourse.lm import make_gpt2, train_word_tokenizer
+    from mmcourse.mllm import MultimodalLM, build_labels, make_projector
+
+    tok = train_word_tokenizer(["a red circle", "a blue star", "what colour is it ?"])
+    torch.manual_seed(0)
+    lm = make_gpt2(tok, n_layer=1, n_embd=16, n_head=2).eval()
+    projector = make_projector(4, 16, "mlp")
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(3, 5, 4, generator=gen)
+    ids = torch.randint(4, len(tok), (3, 6), generator=gen)
+    lengths = torch.tensor([6, 4, 5])
+    mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+    ids = ids.masked_fill(mask == 0, 0)
+    start = torch.tensor([3, 2, 2])
+    text_labels = build_labels(ids, mask, 0, start)
+    with torch.no_grad():
+        want = MultimodalLM(lm, projector)(features, ids, mask, build_labels(ids, mask, 5, start))
+    return lm, projector, features, ids, mask, text_labels, want
+
+
+def _inspect_lm_call(args, kwargs, lm, projector, features, ids, mask, text_labels) -> None:
+    """What the learner passed to the LM, against [image tokens][text]: fail at the first
+    problem."""
+    b, n, t = len(ids), features.shape[1], ids.shape[1]
+    if args or kwargs.get("input_ids") is not None:
+        fail("the LM was called with input_ids; token ids cannot hold image tokens. Build the "
+             "embeddings of the whole sequence yourself and pass them as lm(inputs_embeds=...)")
+    embeds = kwargs.get("inputs_embeds")
+    expect_tensor("the inputs_embeds you passed to the LM", embeds)
+    if tuple(embeds.shape) == (b, t, 16):
+        fail(f"inputs_embeds has shape {tuple(embeds.shape)}: the text alone. Put the {n} "
+             f"projected image tokens in front: shape (B, N + T, E) = {(b, n + t, 16)}")
+    expect_tensor("the inputs_embeds you passed to the LM", embeds, shape=(b, n + t, 16))
+    with torch.no_grad():
+        image, text = projector(features), lm.get_input_embeddings()(ids)
+    embeds = embeds.detach().float()
+    if torch.allclose(embeds, torch.cat([text, image], 1), atol=1e-5):
+        fail("inputs_embeds is [text][image tokens]: the image comes after the text. LLaVA puts "
+             "the image tokens first, so that every text token (the answer above all) can "
+             "attend to them under the causal mask")
+    if not torch.allclose(embeds, torch.cat([image, text], 1), atol=1e-5):
+        if torch.allclose(embeds[:, n:], text, atol=1e-5):
+            fail("the text part of inputs_embeds is right but the image part is not "
+                 "projector(features): the LM must read the projected patches, one token each")
+        fail("inputs_embeds differs from [projector(features)][the LM's embeddings of ids]; the "
+             "token embeddings are lm.get_input_embeddings()(ids)")
+    full = kwargs.get("attention_mask")
+    if full is None:
+        fail("the LM was called without attention_mask; pass one for the whole sequence (1 at "
+             "the image tokens and at real text tokens, 0 at padding). Here the padding is on "
+             "the right and the outputs would not change, but with left padding (generation) "
+             "they would")
+    if tuple(full.shape) == (b, t):
+        fail(f"attention_mask has shape {tuple(full.shape)}, the text's mask alone; the sequence "
+             f"is {n} image tokens longer: shape {(b, n + t)}, with 1 at every image position")
+    expect_tensor("the attention_mask you passed to the LM", full, shape=(b, n + t))
+    ones = torch.ones(b, n, dtype=torch.long)
+    full = full.long()
+    if torch.equal(full, torch.cat([ones * 0, mask], 1)):
+        fail("attention_mask is 0 at the image positions: the LM may not attend to the image "
+             "at all. The image tokens are real tokens: 1")
+    if not torch.equal(full, torch.cat([ones, mask], 1)):
+        fail(f"attention_mask should be [1 at the {n} image positions][the text's mask], got "
+             f"{full.tolist()}")
+    labels = kwargs.get("labels")
+    if labels is None:
+        fail("the LM was called without labels, so it computes no loss; pass the labels of the "
+             "whole sequence")
+    if tuple(labels.shape) == (b, t):
+        fail(f"labels has shape {tuple(labels.shape)}, the text's labels alone; the labels must "
+             f"cover the whole sequence: {n} image positions in front, shape {(b, n + t)}")
+    expect_tensor("the labels you passed to the LM", labels, shape=(b, n + t))
+    labels = labels.long()
+    if not (labels[:, :n] == _IGNORE).all():
+        fail(f"the labels at the {n} image positions are {labels[:, :n].unique().tolist()}, but "
+             f"nothing is to be predicted there: they must be -100 (GPT-2 then skips them in the "
+             f"loss)")
+    if not torch.equal(labels[:, n:], text_labels):
+        fail("the text part of the labels differs from text_labels: put them after the image "
+             "columns unchanged (not shifted: GPT-2 shifts inside)")
+
+
+@register("10.2", "my_mllm_forward: [image tokens][text] through the LM on inputs_embeds",
+          hint=("the idea: the LM reads one sequence of vectors, the projected patches followed "
+                "by the text's token embeddings; the mask and the labels must describe that same "
+                "sequence, position by position (an image position is a real token, with nothing "
+                "to predict). The tools: lm.get_input_embeddings(), torch.cat along the sequence "
+                "axis, torch.ones / torch.full (new_ones, new_full), lm(inputs_embeds=..., "
+                "attention_mask=..., labels=...)."))
+def check_mllm_forward(my_mllm_forward) -> str:
+    from mmcourse.exercises.library_calls import call_without
+    from mmcourse.mllm import MultimodalLM, build_labels
+
+    if not callable(my_mllm_forward):
+        fail(f"answer with the function my_mllm_forward itself, not {describe(my_mllm_forward)}")
+    lm, projector, features, ids, mask, text_labels, want = _forward_case()
+    inputs = (features.clone(), ids.clone(), mask.clone(), text_labels.clone())
+
+    def inspect(module, args, kwargs):
+        _inspect_lm_call(args, kwargs, lm, projector, *inputs)
+
+    handle = lm.register_forward_pre_hook(inspect, with_kwargs=True)
+    try:
+        got = call_without(my_mllm_forward,
+                           {MultimodalLM.forward: "MultimodalLM (its forward)",
+                            MultimodalLM.embed: "MultimodalLM.embed",
+                            build_labels: "mmcourse.mllm.build_labels"},
+                           lm, projector, features, ids, mask, text_labels)
+    finally:
+        handle.remove()
+    if not (hasattr(got, "logits") and hasattr(got, "loss")):
+        fail(f"my_mllm_forward returned {describe(got)}; return what the LM returns (its output, "
+             f"with .logits and .loss)")
+    if got.loss is None:
+        fail("the output has no loss: pass the labels to the LM")
+    real = torch.cat([torch.ones(len(ids), features.shape[1], dtype=torch.long), mask], 1) == 1
+    expect_tensor("my_mllm_forward(...).logits", got.logits, shape=tuple(want.logits.shape))
+    expect_close("my_mllm_forward(...).logits at the real positions",
+                 got.logits.detach()[real], want.logits[real], atol=1e-5)
+    expect_close("my_mllm_forward(...).loss", got.loss.item(), want.loss.item(), atol=1e-5)
+    return "same logits and loss as mmcourse.mllm.MultimodalLM"
+
+
+@register("10.3", "MLPProjector: Linear(in, out) -> GELU -> Linear(out, out)",
+          hint=("the idea: LLaVA-1.5's projector is a two-layer MLP applied to every "
+                "patch on its own, whose hidden width is the LM's width. The tools: nn.Linear "
+                "(it acts on the last axis, whatever comes before it), nn.GELU, nn.Sequential."))
 def check_projector(cls) -> str:
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         fail(f"answer with the class MLPProjector itself (an nn.Module subclass), not {describe(cls)}")
@@ -88,8 +218,11 @@ def check_projector(cls) -> str:
     return "two layers, GELU between, one token per patch"
 
 
-@register("10.3", "freeze_stage1: only the projector trains",
-          hint="model.lm.requires_grad_(False); model.projector.requires_grad_(True)")
+@register("10.4", "freeze_stage1: only the projector trains",
+          hint=("the idea: a parameter trains when it requires gradients; stage 1 "
+                "keeps the LM fixed and trains the projector, whatever the flags were before. "
+                "The tool: Module.requires_grad_, which sets the flag of every parameter of a "
+                "module."))
 def check_stage1(freeze_stage1) -> str:
     from mmcourse.lm import make_gpt2, train_word_tokenizer
     from mmcourse.mllm import MultimodalLM, make_projector
@@ -112,9 +245,11 @@ def check_stage1(freeze_stage1) -> str:
     return "LM frozen, projector trainable"
 
 
-@register("10.4", "left_pad: pads on the left, mask 1 at real tokens",
-          hint="T = max(len(r) for r in rows); row i gets T - len(r) pads followed by its tokens; "
-               "the mask is 0 at those pads and 1 elsewhere; both int64 (B, T).")
+@register("10.5", "left_pad: pads on the left, mask 1 at real tokens",
+          hint=("the idea: every row gets as many pads as it is shorter than the "
+                "longest row, all in front of its tokens, and the mask says which positions are "
+                "real. The tools: max and len over the rows, list concatenation, torch.tensor "
+                "(int64 by default for Python ints)."))
 def check_left_pad(left_pad) -> str:
     rows = [[1, 5, 6], [1, 7], [1, 8, 9, 10]]
     got = call(left_pad, rows, 0)

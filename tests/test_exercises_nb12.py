@@ -42,9 +42,11 @@ def test_12_1_rejects_incomplete_or_unknown_predictions():
 
 # ------------------------------------------------------------------------ 12.3 synergy label
 
-def test_12_3_accepts_latin_squares():
-    assert check("12.3", lambda a, b, k: (a + b) % k).passed
+def test_12_3_accepts_latin_squares_other_than_the_generator_s():
+    _fails("12.3", lambda a, b, k: (a + b) % k, "generator's own rule")
+    _fails("12.3", lambda a, b, k: (b + a) % k, "generator's own rule")
     assert check("12.3", lambda a, b, k: (a - b) % k).passed
+    assert check("12.3", lambda a, b, k: (a + b + 1) % k).passed
     assert check("12.3", lambda a, b, k: (2 * a + b + 1) % k if k % 2 else (a + b) % k).passed
 
 

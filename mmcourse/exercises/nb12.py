@@ -63,10 +63,13 @@ def _label_table(fn, k: int) -> torch.Tensor:
           hint="a single modality is at chance when, whatever its symbol, every label stays "
                "equally likely over the other modality's symbols. Think of a k x k table of "
                "labels (rows: image symbol, columns: audio symbol): what must every row and "
-               "every column look like?")
+               "every column look like? Shuffling the rows of a valid table keeps it valid.")
 def check_synergy_label(synergy_label) -> str:
+    generator = []
     for k in (2, 3, 4, 5):
         table = _label_table(synergy_label, k)
+        grid = torch.arange(k)
+        generator.append(torch.equal(table, (grid.view(-1, 1) + grid.view(1, -1)) % k))
         full = torch.arange(k)
         for axis, name, other in ((1, "image", "audio"), (0, "audio", "image")):
             for s in range(k):
@@ -78,6 +81,9 @@ def check_synergy_label(synergy_label) -> str:
                          f"not all equally likely, so the {name} alone tells something about "
                          f"the label. Every {name} symbol must leave each of the {k} labels "
                          f"exactly once.")
+    if all(generator):
+        fail("that is the generator's own rule, (a + b) mod k, which the text gives: it is right, "
+             "but find another rule with the same property (the table of labels has others)")
     return "for k = 2..5, each symbol alone leaves every label equally likely; both fix it"
 
 

@@ -42,6 +42,16 @@ else
     .venv/bin/python scripts/env_status.py --record
     echo "setup: packages installed"
 fi
+# How apt-get can run here: "" as root, "sudo -n" with passwordless sudo, "none" otherwise.
+apt_prefix() {
+    if [ "$(id -u)" = "0" ]; then
+        echo ""
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        echo "sudo -n"
+    else
+        echo "none"
+    fi
+}
 # Optional: Debian's Chromium for the browser test (tests/test_browser.py drives JupyterLab in it
 # with Playwright; without Chromium that test is skipped). Installed only where it is missing and
 # apt-get can be used (as root or with passwordless sudo); skip it with MMCOURSE_SKIP_BROWSER=1.
@@ -54,14 +64,7 @@ elif ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: browser test: no Chromium and no apt-get here; tests/test_browser.py will be" \
          "skipped (install Chromium and set MMCOURSE_CHROMIUM=/path/to/chromium to run it)"
 else
-    SUDO=""
-    if [ "$(id -u)" != "0" ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            SUDO="sudo -n"
-        else
-            SUDO="none"
-        fi
-    fi
+    SUDO="$(apt_prefix)"
     if [ "$SUDO" = "none" ]; then
         echo "setup: browser test: no Chromium, and apt-get needs root; tests/test_browser.py" \
              "will be skipped (as root: apt-get install chromium chromium-driver)"
@@ -88,14 +91,7 @@ elif ! command -v apt-get >/dev/null 2>&1; then
     echo "setup: grading sandbox: no bwrap and no apt-get here; install bubblewrap with your" \
          "package manager before using mmcourse grade"
 else
-    SUDO=""
-    if [ "$(id -u)" != "0" ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            SUDO="sudo -n"
-        else
-            SUDO="none"
-        fi
-    fi
+    SUDO="$(apt_prefix)"
     if [ "$SUDO" = "none" ]; then
         echo "setup: grading sandbox: no bwrap, and apt-get needs root; mmcourse grade will" \
              "refuse to run until it is installed (as root: apt-get install bubblewrap)"

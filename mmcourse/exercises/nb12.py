@@ -5,10 +5,8 @@ import torch
 
 from mmcourse.data.regimes import PRESETS
 from mmcourse.exercises.core import call, describe, fail, register
+from mmcourse.regime_runs import METHODS  # what a prediction may name: a modality or a fusion
 
-#: What a prediction may name: a single modality or a fusion method (the notebook's METHODS).
-_KNOWN = ("image", "audio", "concat", "late", "weighted", "gated", "attention", "cross", "tensor",
-          "lowrank")
 
 
 @register("12.1", "predictions: one method (or a tuple of methods) named for every regime",
@@ -33,10 +31,10 @@ def check_predictions(predictions, regimes=None) -> str:
                 not all(isinstance(n, str) for n in names):
             fail(f"predictions[{regime!r}] must be a method name or a tuple of names, got "
                  f"{describe(guess)}")
-        unknown = [n for n in names if n not in _KNOWN]
+        unknown = [n for n in names if n not in METHODS]
         if unknown:
             fail(f"predictions[{regime!r}] names {unknown[0]!r}, which is not a method here; "
-                 f"use one of {list(_KNOWN)}")
+                 f"use one of {list(METHODS)}")
     recorded = ", ".join(f"{r}: {'/'.join((g,) if isinstance(g, str) else g)}"
                          for r, g in predictions.items())
     return f"recorded ({recorded}); section 3 compares them with the measurement"

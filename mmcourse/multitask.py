@@ -68,7 +68,8 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor,
         aux_logits: modality -> class scores (B, C) of that modality's auxiliary head.
         present: modality -> bool (B,), True where the sample has the modality; an auxiliary or
             reconstruction term of m averages over those samples only (a missing image has no
-            class evidence to learn from). None: every sample has every modality.
+            class evidence to learn from). None: every sample has every modality. A name with
+            no auxiliary logits or reconstruction (a misspelling) is a ValueError.
         main_weight: weight of the main cross-entropy.
         aux_weights: one weight for every modality, or modality -> weight (missing names: 0).
         reconstructions: modality -> (prediction (B, D_m), target (B, D_m)); the target is
@@ -91,7 +92,16 @@ def multitask_loss(logits: torch.Tensor, labels: torch.Tensor,
         weights = {m: float(aux_weights.get(m, 0.0)) for m in aux_logits}
     else:
         weights = {m: float(aux_weights) for m in aux_logits}
-    present = present or {}
+    present = dict(present or {})
+    known = set(aux_logits) | set(reconstructions or {})
+    unknown = sorted(str(m) for m in present if m not in known)
+    if unknown:
+        raise ValueError(f"present names {unknown}, which have no auxiliary logits or "
+                         f"reconstruction (have {sorted(known)}): a misspelt modality?")
+    for m, mask in present.items():
+        if tuple(torch.as_tensor(mask).shape) != tuple(labels.shape):
+            raise ValueError(f"present[{m!r}] must be a bool mask of shape {tuple(labels.shape)} "
+                             f"(one per sample), got {tuple(torch.as_tensor(mask).shape)}")
     main = F.cross_entropy(logits.float(), labels)
     total = main_weight * main
     parts = {"main": main.detach()}
@@ -230,8 +240,10 @@ class MultiTaskLoss:
         if not out or out["fused"].shape[0] != len(labels):
             raise RuntimeError("MultiTaskLoss reads the outputs of the model's last forward pass; "
                                "call model(batch) on this batch first")
+        used = set(out["aux_logits"]) | set(out.get("reconstructions") or {})
         loss, self.last_parts = multitask_loss(
-            logits, labels, out["aux_logits"], out["present"], main_weight=self.main_weight,
+            logits, labels, out["aux_logits"], {m: v for m, v in out["present"].items() if m in used},
+            main_weight=self.main_weight,
             aux_weights=self.aux_weights, reconstructions=out.get("reconstructions"),
             reconstruction_weight=self.reconstruction_weight)
         return loss

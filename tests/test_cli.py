@@ -325,3 +325,20 @@ def test_data_out_that_cannot_be_made_is_one_line(tmp_path, tiny_size, capsys):
     err = capsys.readouterr().err
     assert err.startswith("mmcourse data: ") and str(tmp_path / "file") in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_data_out_is_checked_before_the_dataset_is_generated(tmp_path, monkeypatch, capsys):
+    import mmcourse.data.course as course
+
+    def never(*args, **kwargs):
+        raise AssertionError("generated the dataset before finding --out unusable")
+
+    monkeypatch.setattr(course, "make_course_dataset", never)
+    (tmp_path / "file").write_text("")
+    assert main(["data", "--out", str(tmp_path / "file" / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmcourse data: cannot write the dataset to ") and "Traceback" not in err
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text("{}")
+    assert main(["data", "--out", str(tmp_path / "old")]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import socket
 import uuid
 from pathlib import Path
@@ -259,6 +260,33 @@ def test_a_killed_kernel_is_reported_as_a_dead_kernel(tmp_path):
 
 
 @needs_bwrap
+def test_a_flood_of_output_does_not_fill_the_graders_memory(tmp_path):
+    """400 MB printed (and displayed) by a cell: the grader drops outputs, its memory stays flat."""
+    import subprocess
+    import sys
+
+    path = make_submission(tmp_path / "98_flood.ipynb", [
+        exercise(1, "chunk = 'x' * 2 ** 20\nfor _ in range(200):\n    print(chunk)\n"
+                    "from IPython.display import display\nfor _ in range(200):\n"
+                    "    display({'text/plain': chunk}, raw=True)\nanswer = 42"),
+        exercise(2, "answer = 42"),
+    ])
+    script = ("import json, resource, sys\nfrom mmcourse.tools.grading import grade_notebook\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              f"r = grade_notebook({str(path)!r}, reference={str(path)!r}, timeout=300, "
+              f"check_files=[{str(CHECKS)!r}])\n"
+              "print(json.dumps({'result': r, 'growth_mb': "
+              "(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, cwd=CHECKOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [e["passed"] for e in report["result"]["exercises"]] == [True, True], report["result"]
+    assert report["growth_mb"] < 100, \
+        f"the grader's memory grew with the output: {report['growth_mb']:.0f} MB"
+
+
+@needs_bwrap
 def test_cli_grade_json_csv_and_no_kernel_chatter(graded, capfd, monkeypatch):
     _, folder = graded
     out_csv = folder / "grades.csv"
@@ -329,6 +357,14 @@ def test_results_are_written_notebook_by_notebook(tmp_path, fake_grading, capsys
     assert [(r["notebook"], r["passed"]) for r in rows] == [("98_first.ipynb", "true")]
     assert "98_first.ipynb" in capsys.readouterr().out
     assert fake_grading[0][1]["sandboxed"] is False
+
+
+def test_a_class_ends_with_one_summary_line(tmp_path, fake_grading, capsys):
+    subs = [make_submission(tmp_path / f"98_student{i}.ipynb", []) for i in range(3)]
+    assert cli_main(["grade", *map(str, subs), "--reference", str(subs[0]), "--no-sandbox"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"3 notebooks graded in \d+\.\d min \(\d+ s each on average\): "
+                        r"3 passed every exercise, 0 stopped early .*", last), last
 
 
 def test_a_missing_bwrap_refuses_in_one_line_or_warns_with_no_sandbox(tmp_path, fake_grading,

@@ -73,6 +73,15 @@ def test_weights_and_present_only_averaging():
     assert torch.allclose(only, F.cross_entropy(logits, labels) + img)
 
 
+def test_present_keys_and_shapes_are_checked():
+    logits, labels = torch.randn(4, C), torch.tensor([0, 1, 2, 0])
+    aux = {"image": torch.randn(4, C), "text": torch.randn(4, C)}
+    with pytest.raises(ValueError, match=r"present names \['imgae'\].*misspelt"):
+        multitask_loss(logits, labels, aux, {"imgae": torch.ones(4).bool()}, aux_weights=1.0)
+    with pytest.raises(ValueError, match=r"present\['text'\] must be a bool mask of shape \(4,\)"):
+        multitask_loss(logits, labels, aux, {"text": torch.ones(3).bool()}, aux_weights=1.0)
+
+
 def test_aux_term_of_an_absent_modality_is_zero_not_nan():
     logits, labels = torch.randn(3, C, requires_grad=True), torch.tensor([0, 1, 2])
     aux = {"image": torch.randn(3, C, requires_grad=True)}

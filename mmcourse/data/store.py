@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -70,6 +71,37 @@ def _dump_json(obj, path: Path) -> None:
                     encoding="utf-8")
 
 
+def check_output_folder(out: str | Path, overwrite: bool = False) -> Path:
+    """Make sure a dataset can be written to the folder ``out``, before any work is done.
+
+    Creates the folder if needed and writes a probe file, then removes both. Raises
+    ``FileExistsError`` if ``out`` already holds a dataset and not ``overwrite``,
+    ``NotADirectoryError`` if it is a file, ``PermissionError`` (naming the folder) if it cannot
+    be written. Returns ``out`` as a Path.
+    """
+    out = Path(out)
+    if (out / "manifest.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a dataset (manifest.json); pass overwrite=True "
+                              f"(or --overwrite) to replace it")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder")
+    created = [p for p in (out, *out.parents) if not p.exists()]  # made for the probe, removed after
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".mmcourse-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"cannot write the dataset to {out}: {err.strerror or err}") from None
+    finally:
+        for folder in created:  # deepest first; a failed run leaves no empty folders behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return out
+
+
 def save_dataset(splits: dict[str, CourseSplit], out: str | Path, overwrite: bool = False,
                  seed: int | None = None, size: str | None = None) -> dict:
     """Write ``splits`` (from :func:`make_course_dataset`) to the folder ``out``.
@@ -85,12 +117,7 @@ def save_dataset(splits: dict[str, CourseSplit], out: str | Path, overwrite: boo
     if bad:
         raise ValueError(f"split names must be plain folder names (letters, digits, '_', '-'), "
                          f"got {bad[0]!r}")
-    out = Path(out)
-    if (out / "manifest.json").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset (manifest.json); pass overwrite=True "
-                              f"(or --overwrite) to replace it")
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a folder")
+    out = check_output_folder(out, overwrite)
     files = {}
     for name, split in splits.items():
         folder = out / name

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from mmcourse.tools import CHECKOUT
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from mmcourse.data.store import DatasetError, check_dataset, save_dataset
+    from mmcourse.data.store import DatasetError, check_dataset, check_output_folder, save_dataset
     from mmcourse.data.course import make_course_dataset
 
     if args.check:
@@ -30,6 +31,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
+        check_output_folder(args.out, args.overwrite)  # before the minutes of generating
         splits = make_course_dataset(seed=args.seed, size=args.size)
         manifest = save_dataset(splits, args.out, overwrite=args.overwrite, seed=args.seed,
                                 size=args.size)
@@ -157,8 +159,8 @@ def _cmd_site(args: argparse.Namespace) -> int:
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     from mmcourse.tools import sandbox
-    from mmcourse.tools.grading import (GradingError, check_grade_arguments, format_grades,
-                                        grade_notebook, grades_csv)
+    from mmcourse.tools.grading import (GradingError, check_grade_arguments, class_summary,
+                                        format_grades, grade_notebook, grades_csv)
     from mmcourse.tools.runner import check_kernel
 
     try:  # every argument, before the first notebook runs
@@ -181,7 +183,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
               "environment", file=sys.stderr)
     if args.csv:
         Path(args.csv).write_text(grades_csv([]))
-    results = []
+    results, began = [], time.monotonic()
     for number, (path, reference) in enumerate(pairs):
         try:
             result = grade_notebook(path, timeout=args.timeout, reference=reference,
@@ -198,6 +200,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
             print(format_grades([result], header=number == 0), flush=True)
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    elif len(results) > 1:
+        print(class_summary(results, time.monotonic() - began))
     return 0
 
 

@@ -20,6 +20,9 @@ the submission's file name, or ``--reference``), so a deleted exercise counts as
 Output per notebook: ``{"notebook": "03_audio.ipynb", "exercises": [{"id": "3.2",
 "passed": false, "message": "..."}], "error": None | str, "seconds": float, "sandboxed": bool,
 "warnings": [...], "tampering": [...]}``.
+
+What the submission prints or displays is not kept: the verdicts never read it, and a cell that
+prints without end would otherwise fill the grader's memory (see :func:`_client_class`).
 """
 from __future__ import annotations
 
@@ -173,6 +176,26 @@ async def _request(client: Any, expression: str, timeout: float) -> dict:
             return msg["content"].get("user_expressions", {}).get("v", {})
 
 
+def _client_class():
+    """nbclient's ``NotebookClient``, less the outputs: every output (and widget) message is read
+    and dropped.
+
+    The grader decides from the execute replies and its own requests, never from outputs, so
+    keeping them (or the widgets' state) would only let a submission grow the grader's memory
+    without bound (a loop of ``print``). The time limit bounds how long it can keep sending.
+    """
+    from nbclient import NotebookClient
+
+    class DiscardingClient(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):  # noqa: D102 - see the class
+            return None
+
+        def handle_comm_msg(self, outs, msg, cell_index):  # noqa: D102 - see the class
+            return None
+
+    return DiscardingClient
+
+
 def _cell_error(reply: dict) -> str:
     ename, evalue = reply.get("ename", "Error"), _ANSI.sub("", reply.get("evalue", "")).strip()
     if ename == "NotSolved":
@@ -197,7 +220,6 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
         data_dirs: folders the submission may read (read-only, at their own paths).
         check_files: Python files registering extra checks (``register``), taken like the course's.
     """
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import run_sync
 
@@ -252,11 +274,11 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
             extra = [str(Path(f).resolve()) for f in check_files]
         km = sandbox.kernel_manager(scratch, kernel_name, prefix, owner)
-        client = NotebookClient(nb, km=km, allow_errors=True, timeout=int(timeout),
-                                startup_timeout=STARTUP_SECONDS,
-                                resources={"metadata": {"path": cwd}},
-                                on_cell_executed=lambda cell, cell_index, execute_reply:
-                                replies.__setitem__(cell_index, execute_reply["content"]))
+        client = _client_class()(nb, km=km, allow_errors=True, timeout=int(timeout),
+                                 startup_timeout=STARTUP_SECONDS,
+                                 resources={"metadata": {"path": cwd}},
+                                 on_cell_executed=lambda cell, cell_index, execute_reply:
+                                 replies.__setitem__(cell_index, execute_reply["content"]))
         log = open(scratch / "kernel.log", "wb")  # the kernel's own messages, never in the report
         try:
             with log, client.setup_kernel(env=env, cwd=cwd, stdout=log, stderr=log,
@@ -372,3 +394,15 @@ def grades_csv(results: Iterable[dict[str, Any]], header: bool = True) -> str:
         for ex in res["exercises"]:
             writer.writerow([res["notebook"], ex["id"], str(ex["passed"]).lower(), ex["message"]])
     return buffer.getvalue()
+
+
+def class_summary(results: list[dict[str, Any]], seconds: float) -> str:
+    """One line for a class: how many notebooks, how long in all, how many passed everything.
+
+    ``results`` as :func:`grade_notebook` returns them; ``seconds`` the wall time of the whole run.
+    """
+    full = sum(1 for r in results if r["exercises"] and all(e["passed"] for e in r["exercises"]))
+    stopped = sum(1 for r in results if r.get("error"))
+    return (f"{len(results)} notebooks graded in {seconds / 60:.1f} min "
+            f"({seconds / max(len(results), 1):.0f} s each on average): {full} passed every "
+            f"exercise, {stopped} stopped early (time limit, dead kernel or grader error)")

@@ -120,9 +120,14 @@ def kernel_python(kernel_name: str) -> str:
     return python if os.path.isabs(python) else (shutil.which(python) or python)
 
 
+MAX_MESSAGE_BYTES = 8 * 2 ** 20  # a course figure is well under 1 MB
+RECEIVE_QUEUE = 16
+
+
 def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: int | None):
     """A kernel manager whose kernel talks over Unix sockets in ``scratch``, launched after
     ``prefix`` (the sandbox command, or nothing)."""
+    import zmq
     from jupyter_client.manager import AsyncKernelManager
 
     class _Manager(AsyncKernelManager):
@@ -131,6 +136,17 @@ def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: in
             if owner is not None:
                 os.chown(self.connection_file, owner, owner)
             return prefix + cmd
+
+        def client(self, **kwargs):
+            # The grader's sockets refuse a message frame over MAX_MESSAGE_BYTES (zmq drops that
+            # connection; the grader never reads outputs anyway) and queue at most RECEIVE_QUEUE
+            # messages: what a submission sends can hold at most their product of the grader's
+            # memory, however fast it prints. (The client's sockets are made from its context
+            # when its channels start, after this.)
+            kc = super().client(**kwargs)
+            kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            kc.context.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
+            return kc
 
     km = _Manager(kernel_name=kernel_name, transport="ipc", ip=str(scratch / "kernel"))
     km.connection_file = str(scratch / "kernel.json")

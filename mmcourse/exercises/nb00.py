@@ -99,7 +99,7 @@ def check_channel_stats(channel_stats) -> str:
     return "mean and std of 3 channels match"
 
 
-@register("0.4", "predicted shares of samples with 0, 1, 2 and 3 clean modalities",
+@register("0.4", "predicted shares of samples with 0, 1, 2 and 3 good modalities",
           hint="for each number of clean modalities, ask how likely a sample is to have exactly "
                "that many, given how often each modality is clean and that they are drawn "
                "independently. Any well-formed prediction passes: the measurement, not the check, "

@@ -63,3 +63,28 @@ def test_unsolved_exercise_says_so():
 
     with pytest.raises(NotSolved, match="Exercise 0.1 is not solved yet"):
         check("0.1", stub)
+
+
+# ------------------------------------------------------------------ 0.4 a prediction, recorded
+
+def test_0_4_records_any_well_formed_prediction():
+    binomial = {0: 0.125, 1: 0.375, 2: 0.375, 3: 0.125}
+    assert check("0.4", binomial).passed
+    assert "0: 12.5%" in check("0.4", binomial).message
+    assert check("0.4", {0: 0.0, 1: 0.5, 2: 0.5, 3: np.float64(0.0)}).passed  # any shares that add up
+
+
+@pytest.mark.parametrize("prediction, message", [
+    ([0.125, 0.375, 0.375, 0.125], "must be a dict {0: ..., 1: ..., 2: ..., 3: ...}"),
+    ({0: 0.2, 1: 0.4, 2: 0.4}, "no entry for [3]"),
+    ({"0": 0.125, "1": 0.375, "2": 0.375, "3": 0.125}, "the key '0', which is not one of [0, 1, 2, 3]"),
+    ({0: 0.125, 1: 0.375, 2: 0.375, 3: 0.125, 4: 0.0}, "the key 4, which is not one of"),
+    ({0: "few", 1: 0.375, 2: 0.375, 3: 0.125}, "predicted_shares[0] has 'few' (str) but a number"),
+    ({0: 12.5, 1: 37.5, 2: 37.5, 3: 12.5}, "12.5% is 0.125"),
+    ({0: -0.1, 1: 0.5, 2: 0.5, 3: 0.1}, "is -0.1, but the share"),
+    ({0: 0.25, 1: 0.25, 2: 0.25, 3: 0.5}, "add up to 1.250"),
+])
+def test_0_4_rejects_malformed_predictions(prediction, message):
+    with pytest.raises(ExerciseFailed) as info:
+        check("0.4", prediction)
+    assert message in str(info.value)

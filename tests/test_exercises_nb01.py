@@ -121,3 +121,26 @@ def test_not_solved_passes_through():
 
     with pytest.raises(NotSolved):
         check("1.1", stub)
+
+
+# ------------------------------------------------------------------ 1.5 a prediction, recorded
+
+def test_1_5_records_any_well_formed_prediction():
+    guess = {"clean": 0.9, "noisy": 0.5, "occluded": 0.2, "missing": 0.125}
+    result = check("1.5", guess)
+    assert result.passed and "clean 0.90, noisy 0.50, occluded 0.20, missing 0.12" in result.message
+    assert check("1.5", {"clean": 1, "noisy": 0, "occluded": torch.tensor(0.3), "missing": 0.0}).passed
+
+
+@pytest.mark.parametrize("prediction, message", [
+    ((0.9, 0.5, 0.2, 0.1), "must be a dict {'clean': ..., 'noisy': ..., 'occluded': ..., 'missing': ...}"),
+    ({"clean": 0.9, "noisy": 0.5, "occluded": 0.2}, "no entry for ['missing']"),
+    ({"clean": 0.9, "noisy": 0.5, "occluded": 0.2, "blurred": 0.1}, "the key 'blurred', which is not one of"),
+    ({"clean": 0.9, "noisy": None, "occluded": 0.2, "missing": 0.1}, "predicted_accuracy['noisy'] has None"),
+    ({"clean": 90, "noisy": 50, "occluded": 20, "missing": 12.5}, "90% is 0.9"),
+    ({"clean": 1.2, "noisy": 0.5, "occluded": 0.2, "missing": 0.1}, "is 1.2, but the test accuracy"),
+])
+def test_1_5_rejects_malformed_predictions(prediction, message):
+    with pytest.raises(ExerciseFailed) as info:
+        check("1.5", prediction)
+    assert message in str(info.value)

@@ -96,3 +96,25 @@ def test_2_4_passes_and_rejects():
         check("2.4", lambda a, b: F.normalize(a, dim=1) @ b.T)
     with pytest.raises(ExerciseFailed, match="shape"):
         check("2.4", lambda a, b: F.normalize(a, dim=1) * F.normalize(b, dim=1)[:3])
+
+
+# ------------------------------------------------------------------ 2.5 a prediction, recorded
+
+def test_2_5_records_any_well_formed_prediction():
+    result = check("2.5", {"pretrained": 0.55, "scratch": 0.45})
+    assert result.passed and "pretrained 0.55, scratch 0.45" in result.message
+    assert check("2.5", {"scratch": 0.2, "pretrained": 0.9}).passed  # any order, any values
+
+
+@pytest.mark.parametrize("prediction, message", [
+    ("pretrained", "must be a dict {'pretrained': ..., 'scratch': ...}"),
+    ({"pretrained": 0.55}, "no entry for ['scratch']"),
+    ({"pretrained": 0.55, "scratch": 0.45, "bag of words": 0.5}, "the key 'bag of words', which is not one of"),
+    ({"pretrained": "better", "scratch": 0.45}, "predicted_accuracy['pretrained'] has 'better' (str)"),
+    ({"pretrained": 55, "scratch": 45}, "55% is 0.55"),
+    ({"pretrained": 0.55, "scratch": -0.2}, "is -0.2, but a test accuracy is a fraction"),
+])
+def test_2_5_rejects_malformed_predictions(prediction, message):
+    with pytest.raises(ExerciseFailed) as info:
+        check("2.5", prediction)
+    assert message in str(info.value)

@@ -119,3 +119,24 @@ def test_not_solved_passes_through():
 
     with pytest.raises(NotSolved):
         check("3.5", stub)
+
+
+# ------------------------------------------------------------------ 3.6 a prediction, recorded
+
+def test_3_6_records_any_well_formed_prediction():
+    result = check("3.6", {"clean": 0.95, "noisy": 0.5, "missing": 0.125})
+    assert result.passed and "clean 0.95, noisy 0.50, missing 0.12" in result.message
+
+
+@pytest.mark.parametrize("prediction, message", [
+    ([0.95, 0.5, 0.125], "must be a dict {'clean': ..., 'noisy': ..., 'missing': ...}"),
+    ({"clean": 0.95, "noisy": 0.5}, "no entry for ['missing']"),
+    ({"clean": 0.95, "noisy": 0.5, "missing": 0.1, "occluded": 0.2}, "the key 'occluded', which is not one of"),
+    ({"clean": 0.95, "noisy": [0.4, 0.6], "missing": 0.1}, "predicted_accuracy['noisy'] has [0.4, 0.6]"),
+    ({"clean": 95, "noisy": 50, "missing": 12.5}, "95% is 0.95"),
+    ({"clean": 0.95, "noisy": 0.5, "missing": 101}, "is 101, but the test accuracy"),
+])
+def test_3_6_rejects_malformed_predictions(prediction, message):
+    with pytest.raises(ExerciseFailed) as info:
+        check("3.6", prediction)
+    assert message in str(info.value)

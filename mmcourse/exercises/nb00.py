@@ -6,6 +6,7 @@ import math
 import torch
 
 from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 
 @register("0.1", "missing_fraction counts the missing modalities",
@@ -96,3 +97,19 @@ def check_channel_stats(channel_stats) -> str:
         # population or sample std are both fine for this many pixels
         expect_close(label, value.float(), want, atol=2e-3, rtol=0)
     return "mean and std of 3 channels match"
+
+
+@register("0.4", "predicted shares of samples with 0, 1, 2 and 3 good modalities",
+          hint="for each number of clean modalities, ask how likely a sample is to have exactly "
+               "that many, given how often each modality is clean and that they are drawn "
+               "independently. Any well-formed prediction passes: the measurement, not the check, "
+               "says whether you were right.")
+def check_clean_share_prediction(predicted_shares) -> str:
+    shares = expect_fractions("predicted_shares", predicted_shares, range(4),
+                              "the share of samples with that many clean modalities")
+    total = sum(shares.values())
+    if not math.isclose(total, 1.0, abs_tol=0.01):
+        fail(f"predicted_shares add up to {total:.3f}, but every sample has 0, 1, 2 or 3 clean "
+             f"modalities, exactly one of them, so the four shares must add up to 1")
+    recorded = ", ".join(f"{k}: {v:.1%}" for k, v in shares.items())
+    return f"recorded ({recorded}); the next cell counts them"

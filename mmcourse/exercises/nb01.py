@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from mmcourse.exercises.core import call, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 
 def _as_int(name: str, value) -> int:
@@ -158,3 +159,16 @@ def check_most_confused_pair(most_confused_pair) -> str:
         fail(f"most_confused_pair returned {pair} for a 3x3 matrix whose largest off-diagonal "
              f"entry is at (0, 2)")
     return "found (true 1, predicted 2) and (true 0, predicted 2)"
+
+
+@register("1.5", "predicted test accuracy per image quality",
+          hint="for each quality level ask what is left of the shape in the picture: all of it, "
+               "the shape under noise, a corner of it, nothing. Any well-formed prediction "
+               "passes: the measurement, not the check, says whether you were right.")
+def check_quality_prediction(predicted_accuracy) -> str:
+    from mmcourse.data.course import QUALITY_LEVELS
+
+    accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, QUALITY_LEVELS["image"],
+                                "the test accuracy on images of that quality")
+    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
+    return f"recorded ({recorded}); the next cell measures them"

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 
 @register("2.1", "masked_mean_pool averages the real tokens only",
@@ -132,3 +133,15 @@ def check_cosine_similarity(cosine_similarity) -> str:
              "the vectors was asked for")
     expect_close("cosine_similarity(a, b)", got.float(), want, atol=1e-5)
     return "3 x 4 similarities in [-1, 1]"
+
+
+@register("2.5", "predicted test accuracy of a pretrained and a from-scratch encoder on 1000 texts",
+          hint="ask what each model must learn from the 1000 labelled texts: the frozen MiniLM "
+               "already maps sentences to vectors and only a linear layer is trained; the small "
+               "transformer starts from random weights. Any well-formed prediction passes: the "
+               "measurement, not the check, says whether you were right.")
+def check_transfer_prediction(predicted_accuracy) -> str:
+    accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, ("pretrained", "scratch"),
+                                "a test accuracy")
+    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
+    return f"recorded ({recorded}); the next cells measure them"

@@ -6,6 +6,7 @@ import math
 import torch
 
 from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 
 @register("3.1", "hz_to_mel and mel_to_hz convert between hertz and mels",
@@ -161,3 +162,16 @@ def check_masked_mean(masked_mean) -> str:
              "frames, mask.sum(dim=1)")
     expect_close("masked_mean(features, mask)", got, want, atol=1e-5)
     return "padding ignored, empty clips give zeros"
+
+
+@register("3.6", "predicted test accuracy of the audio CNN per audio quality",
+          hint="for each quality level ask what the clip holds: the object's call alone, two calls "
+               "of different classes at a similar loudness, or silence. Any well-formed prediction "
+               "passes: the measurement, not the check, says whether you were right.")
+def check_quality_prediction(predicted_accuracy) -> str:
+    from mmcourse.data.course import QUALITY_LEVELS
+
+    accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, QUALITY_LEVELS["audio"],
+                                "the test accuracy on clips of that quality")
+    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
+    return f"recorded ({recorded}); the next cell measures them"

@@ -112,3 +112,29 @@ def test_8_4_passes_and_rejects():
     _fails("8.4", lambda grads, counts: torch.stack(grads).sum(0), "sum of the ranks")
     _fails("8.4", lambda grads, counts: sum(n * g for n, g in zip(counts, grads)), "forgets")
     _fails("8.4", lambda grads, counts: [g.tolist() for g in grads], "one gradient tensor")
+
+
+# ------------------------------------------------------------------------ 8.5 prediction
+
+def test_8_5_records_any_well_formed_prediction():
+    result = check("8.5", {"bit_identical": False, "max_difference": 1e-3})
+    assert result.passed and "bit-identical False, largest difference 1e-03" in result.message
+    assert check("8.5", {"bit_identical": True, "max_difference": 0}).passed
+    assert check("8.5", {"bit_identical": False, "max_difference": torch.tensor(2e-7)}).passed
+
+
+@pytest.mark.parametrize("prediction, match", [
+    ([False, 1e-3], "must be a dict"),
+    ({"bit_identical": False}, "no entry 'max_difference'"),
+    ({"max_difference": 0.0}, "no entry 'bit_identical'"),
+    ({"bit_identical": False, "max_difference": 1e-3, "ranks": True}, "unknown entry 'ranks'"),
+    ({"bit_identical": "no", "max_difference": 1e-3}, r"must be True or False, got 'no' \(str\)"),
+    ({"bit_identical": 0, "max_difference": 1e-3}, r"must be True or False, got 0 \(int\)"),
+    ({"bit_identical": False, "max_difference": "tiny"}, "'tiny' \\(str\\) but a number >= 0"),
+    ({"bit_identical": False, "max_difference": -1e-3}, "is -0.001, but .* >= 0"),
+    ({"bit_identical": False, "max_difference": math.inf}, "finite number >= 0"),
+    ({"bit_identical": True, "max_difference": 1e-7}, "differ by exactly 0"),
+    ({"bit_identical": False, "max_difference": 0}, "not bit-identical but differ by at most 0"),
+])
+def test_8_5_rejects_malformed_predictions(prediction, match):
+    _fails("8.5", prediction, match)

@@ -176,3 +176,28 @@ def test_9_4_passes_and_rejects():
     _fails("9.4", _aligned(shift=1), "0.6 was expected", **kwargs)       # pairs misaligned
     _fails("9.4", _aligned(names=("image", "text")), "'audio'", **kwargs)
     _fails("9.4", nn.Linear(2, 2), "DualEncoder", **kwargs)
+
+
+# ------------------------------------------------------------------------ 9.5 prediction
+
+def test_9_5_records_any_well_formed_prediction():
+    result = check("9.5", {4: 0.3, 16: 0.5, 64: 0.6}, groups=(4, 16, 64))
+    assert result.passed and "G = 4: 0.30, G = 16: 0.50, G = 64: 0.60" in result.message
+    assert check("9.5", {4: 0, 16: 1, 64: np.float64(0.9)}, groups=(4, 16, 64)).passed
+    # a shorter GROUP_SIZES (the test run's): the other entries may stay
+    assert check("9.5", {4: 0.3, 16: 0.5, 64: 0.6}, groups=[16]).passed
+    assert check("9.5", {np.int64(16): 0.5}, groups=[16]).passed
+
+
+@pytest.mark.parametrize("prediction, match", [
+    ([0.3, 0.5, 0.6], "must be a dict"),
+    ({}, "must be a dict"),
+    ({"4": 0.3, 16: 0.5, 64: 0.6}, r"key '4' \(str\), but its keys are group sizes"),
+    ({4.0: 0.3, 16: 0.5, 64: 0.6}, r"key 4.0 \(float\)"),
+    ({4: 0.3, 16: 0.5}, r"no prediction for G = \[64\]"),
+    ({4: 0.3, 16: "half", 64: 0.6}, r"prediction\[16\] has 'half' \(str\) but a recall@1"),
+    ({4: 0.3, 16: 50, 64: 0.6}, r"prediction\[16\] is 50, but a recall is a share"),
+    ({4: -0.1, 16: 0.5, 64: 0.6}, r"prediction\[4\] is -0.1"),
+])
+def test_9_5_rejects_malformed_predictions(prediction, match):
+    _fails("9.5", prediction, match, groups=(4, 16, 64))

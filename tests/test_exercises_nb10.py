@@ -171,3 +171,29 @@ def test_10_5_passes_and_rejects():
     _fails("10.5", lambda rows, p: left_pad(rows, 0), "pad_id")
     _fails("10.5", lambda rows, p: left_pad([r[::-1] for r in rows], p), "reverse order")
     _fails("10.5", lambda rows, p: left_pad(rows, p)[0], "pair")
+
+
+# ------------------------------------------------------------------------ 10.7 prediction
+
+_ROWS = {"text only (no image)": 0.2, "stage 1": 0.6, "stage 1 + 2": 0.9}
+
+
+def test_10_7_records_any_well_formed_prediction():
+    result = check("10.7", _ROWS)
+    assert result.passed
+    assert "text only (no image): 0.20, stage 1: 0.60, stage 1 + 2: 0.90" in result.message
+    assert check("10.7", {**_ROWS, "stage 1": 0, "stage 1 + 2": 1}).passed
+    assert check("10.7", {**_ROWS, "stage 1": torch.tensor(0.4)}).passed
+
+
+@pytest.mark.parametrize("prediction, match", [
+    ([0.2, 0.6, 0.9], "must be a dict"),
+    ({"stage 1": 0.6, "stage 1 + 2": 0.9}, "no entry 'text only \\(no image\\)'"),
+    ({**_ROWS, "stage 2": 0.9}, "unknown row 'stage 2'"),
+    ({**_ROWS, "stage 1": "low"}, r"prediction\['stage 1'\] has 'low' \(str\) but a number"),
+    ({**_ROWS, "stage 1": True}, r"prediction\['stage 1'\] has True \(bool\)"),
+    ({**_ROWS, "stage 1 + 2": 92}, r"prediction\['stage 1 \+ 2'\] is 92, but an accuracy"),
+    ({**_ROWS, "text only (no image)": -0.1}, r"is -0.1, but an accuracy"),
+])
+def test_10_7_rejects_malformed_predictions(prediction, match):
+    _fails("10.7", prediction, match)

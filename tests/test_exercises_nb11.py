@@ -202,3 +202,31 @@ def test_11_3_rejections_name_the_learners_table_when_it_fails_there():
                      (max(t, key=lambda k: t[k]["val_accuracy"]), 0.0), "your results table",
                      table=_table())
     assert "concat" in message and "gated" in message
+
+
+# ------------------------------------------------------------------ 11.4 prediction
+
+def test_11_4_records_any_well_formed_prediction():
+    result = check("11.4", {"concat_val_accuracy": 0.75, "most_harmful_missing": "audio"})
+    assert result.passed and "concat 0.75, most harmful to lose: audio" in result.message
+    assert check("11.4", {"concat_val_accuracy": 1, "most_harmful_missing": "image"}).passed
+    assert check("11.4", {"concat_val_accuracy": np.float32(0.5),
+                          "most_harmful_missing": "text"}).passed
+
+
+@pytest.mark.parametrize("prediction, match", [
+    (("audio", 0.75), "must be a dict"),
+    ({"concat_val_accuracy": 0.75}, "no entry 'most_harmful_missing'"),
+    ({"most_harmful_missing": "audio"}, "no entry 'concat_val_accuracy'"),
+    ({"concat_val_accuracy": 0.75, "most_harmful_missing": "audio", "gated": 0.8},
+     "unknown entry 'gated'"),
+    ({"concat_val_accuracy": "high", "most_harmful_missing": "audio"},
+     r"'high' \(str\) but a number between 0 and 1"),
+    ({"concat_val_accuracy": 75, "most_harmful_missing": "audio"}, "is 75, but an accuracy"),
+    ({"concat_val_accuracy": -0.2, "most_harmful_missing": "audio"}, "is -0.2, but an accuracy"),
+    ({"concat_val_accuracy": 0.75, "most_harmful_missing": 1}, r"modality name, .* got 1 \(int\)"),
+    ({"concat_val_accuracy": 0.75, "most_harmful_missing": "sound"},
+     "'sound', which is not a modality here"),
+])
+def test_11_4_rejects_malformed_predictions(prediction, match):
+    _fails("11.4", prediction, match)

@@ -205,3 +205,45 @@ def check_combine_gradients(combine_gradients) -> str:
         fail(f"{text} gave {describe(got)} but {describe(want)} was expected: "
              f"turn each rank's mean back into a sum, add them and divide by the total count")
     return "each rank weighted by its sample count (equal counts: the plain mean DDP uses)"
+
+
+# ------------------------------------------------------------------ 8.5 predict, then measure
+
+_PREDICTION_KEYS = ("bit_identical", "max_difference")
+
+
+@register("8.5", "prediction: DDP against one process with the same global batch",
+          hint="write what you expect before section 7 runs: are the DDP weights and the single "
+               "process's weights equal bit for bit, and how large is the largest difference "
+               "between them (0 if they are bit-identical)? Any well-formed prediction passes: "
+               "the measurement, not the check, says whether you were right.")
+def check_ddp_prediction(prediction) -> str:
+    form = "{'bit_identical': True or False, 'max_difference': a number >= 0}"
+    if not isinstance(prediction, dict):
+        fail(f"the prediction must be a dict {form}, got {describe(prediction)}")
+    missing = [k for k in _PREDICTION_KEYS if k not in prediction]
+    if missing:
+        fail(f"the prediction has no entry {missing[0]!r}; it needs both entries of {form}")
+    extra = [k for k in prediction if k not in _PREDICTION_KEYS]
+    if extra:
+        fail(f"the prediction has an unknown entry {extra[0]!r}; its entries are "
+             f"{list(_PREDICTION_KEYS)}")
+    bit = prediction["bit_identical"]
+    if not isinstance(bit, bool):
+        fail(f"prediction['bit_identical'] must be True or False, got {describe(bit)} "
+             f"({type(bit).__name__})")
+    diff = expect_number("prediction['max_difference']", prediction["max_difference"],
+                         "a number >= 0 (the largest |w_DDP - w_single| over all weights)")
+    if not math.isfinite(diff) or diff < 0:
+        fail(f"prediction['max_difference'] is {diff:g}, but the largest absolute difference "
+             f"between two sets of weights is a finite number >= 0")
+    if bit and diff != 0:
+        fail(f"the prediction says bit-identical weights with a largest difference of {diff:g}; "
+             f"bit-identical weights differ by exactly 0: set 'max_difference' to 0, or "
+             f"'bit_identical' to False")
+    if not bit and diff == 0:
+        fail("the prediction says the weights are not bit-identical but differ by at most 0; "
+             "weights that differ in some bit differ by more than 0 somewhere: give the size "
+             "you expect (for example 1e-3), or set 'bit_identical' to True")
+    return (f"recorded: bit-identical {bit}, largest difference {diff:.0e}; section 7 measures "
+            f"both")

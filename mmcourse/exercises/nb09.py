@@ -238,3 +238,36 @@ def check_audio_text(audio_text, audio, audio_lengths, prompts, labels) -> str:
          f"(chance 0.125); at least 0.6 was expected. Check that the model was trained "
          f"(train_dual_encoder), that row i of the audio and row i of the captions come from the "
          f"same sample, and use batches of 64 for AUDIO_EPOCHS epochs")
+
+
+# ------------------------------------------------------------------ 9.5 predict, then measure
+
+def _is_group_size(key) -> bool:
+    return isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key >= 2
+
+
+@register("9.5", "prediction: recall@1 for each contrastive group size",
+          hint="write down, before the sweep of section 6 runs, the image -> text recall@1 you "
+               "expect for every group size G of GROUP_SIZES (section 5 measured G = BATCH_SIZE). "
+               "Any well-formed prediction passes: the sweep, not the check, says whether you "
+               "were right.")
+def check_negatives_prediction(prediction, groups=(4, 16, 64)) -> str:
+    groups = [int(g) for g in groups]
+    form = f"{{group size G: recall@1 between 0 and 1}} with an entry for every G in {groups}"
+    if not isinstance(prediction, dict) or not prediction:
+        fail(f"the prediction must be a dict {form}, got {describe(prediction)}")
+    for key in prediction:
+        if not _is_group_size(key):
+            fail(f"the prediction has the key {key!r} ({type(key).__name__}), but its keys are "
+                 f"group sizes, ints >= 2 such as {groups[0]}")
+    missing = [g for g in groups if g not in prediction]
+    if missing:
+        fail(f"no prediction for G = {missing}: give a recall@1 for every G in GROUP_SIZES "
+             f"({groups}) before the sweep runs")
+    for g, value in prediction.items():
+        value = expect_number(f"prediction[{g}]", value, "a recall@1 between 0 and 1")
+        if not 0 <= value <= 1:
+            fail(f"prediction[{g}] is {value:g}, but a recall is a share of the queries, between "
+                 f"0 and 1 (write 0.5 for 50%)")
+    recorded = ", ".join(f"G = {g}: {float(prediction[g]):.2f}" for g in sorted(prediction))
+    return f"recorded ({recorded}); section 6 measures them"

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.core import (call, describe, expect_close, expect_number, expect_tensor, fail,
+                                     register)
 
 _IGNORE = -100
 
@@ -276,3 +277,35 @@ def check_left_pad(left_pad) -> str:
         fail(f"left_pad ignores pad_id: with pad_id=3, [[4], [4, 4]] should become "
              f"[[3, 4], [4, 4]], got {odd[0].tolist()}")
     return "pads on the left, mask marks real tokens"
+
+
+# ------------------------------------------------------------------ 10.7 predict, then measure
+
+_PREDICTED_ROWS = ("text only (no image)", "stage 1", "stage 1 + 2")
+
+
+@register("10.7", "prediction: the mean caption accuracy without the image, after stage 1 and "
+                  "after stage 2",
+          hint="write, before section 6 trains anything, the mean attribute accuracy you expect "
+               "for each row: a number between 0 and 1 (the majority guess of section 2 and the "
+               "linear probe are the two reference points). Any well-formed prediction passes: "
+               "the table of section 8, not the check, says whether you were right.")
+def check_stage_prediction(prediction) -> str:
+    form = "{" + ", ".join(f"{r!r}: a number between 0 and 1" for r in _PREDICTED_ROWS) + "}"
+    if not isinstance(prediction, dict):
+        fail(f"the prediction must be a dict {form}, got {describe(prediction)}")
+    missing = [r for r in _PREDICTED_ROWS if r not in prediction]
+    if missing:
+        fail(f"the prediction has no entry {missing[0]!r}; it needs the three rows of {form}")
+    extra = [r for r in prediction if r not in _PREDICTED_ROWS]
+    if extra:
+        fail(f"the prediction has an unknown row {extra[0]!r}; the rows are "
+             f"{list(_PREDICTED_ROWS)}")
+    for row in _PREDICTED_ROWS:
+        number = expect_number(f"prediction[{row!r}]", prediction[row],
+                               "a number between 0 and 1 (a mean accuracy)")
+        if not 0 <= number <= 1:
+            fail(f"prediction[{row!r}] is {number:g}, but an accuracy is a share of the "
+                 f"attributes, between 0 and 1 (write 0.5 for 50%)")
+    recorded = ", ".join(f"{r}: {float(prediction[r]):.2f}" for r in _PREDICTED_ROWS)
+    return f"recorded ({recorded}); section 8 measures them"

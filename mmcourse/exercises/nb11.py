@@ -275,3 +275,42 @@ def check_deployment_choice(deployment_choice, table=None) -> str:
         if mine is None:
             mine = (method, expected[method])
     return f"on your table: {mine[0]} with an expected accuracy of {mine[1]:.3f}"
+
+
+# ------------------------------------------------------------------ 11.4 predict, then measure
+
+_MODALITIES = ("image", "audio", "text")
+_PREDICTION_KEYS = ("concat_val_accuracy", "most_harmful_missing")
+
+
+@register("11.4", "prediction: concat's validation accuracy and the modality it misses most",
+          hint="write, before section 5 trains the models, the mean validation accuracy you "
+               "expect for concat fusion and the modality whose removal will cost it most; the "
+               "encoders' accuracies of section 4 are your evidence. Any well-formed prediction "
+               "passes: the results table, not the check, says whether you were right.")
+def check_fusion_prediction(prediction) -> str:
+    form = ("{'concat_val_accuracy': a number between 0 and 1, 'most_harmful_missing': one of "
+            f"{list(_MODALITIES)}}}")
+    if not isinstance(prediction, dict):
+        fail(f"the prediction must be a dict {form}, got {describe(prediction)}")
+    missing = [k for k in _PREDICTION_KEYS if k not in prediction]
+    if missing:
+        fail(f"the prediction has no entry {missing[0]!r}; it needs both entries of {form}")
+    extra = [k for k in prediction if k not in _PREDICTION_KEYS]
+    if extra:
+        fail(f"the prediction has an unknown entry {extra[0]!r}; its entries are "
+             f"{list(_PREDICTION_KEYS)}")
+    accuracy = expect_number("prediction['concat_val_accuracy']", prediction["concat_val_accuracy"],
+                             "a number between 0 and 1 (a mean accuracy)")
+    if not 0 <= accuracy <= 1:
+        fail(f"prediction['concat_val_accuracy'] is {accuracy:g}, but an accuracy is a share of "
+             f"the samples, between 0 and 1 (write 0.5 for 50%)")
+    modality = prediction["most_harmful_missing"]
+    if not isinstance(modality, str):
+        fail(f"prediction['most_harmful_missing'] must be a modality name, one of "
+             f"{list(_MODALITIES)}, got {describe(modality)} ({type(modality).__name__})")
+    if modality not in _MODALITIES:
+        fail(f"prediction['most_harmful_missing'] is {modality!r}, which is not a modality here; "
+             f"use one of {list(_MODALITIES)}")
+    return (f"recorded (concat {accuracy:.2f}, most harmful to lose: {modality}); section 5 "
+            f"measures both")

@@ -1,7 +1,7 @@
 """Recording a *predict, then measure* answer: a dict of predicted accuracies, one per setting.
 
-The checks of the *predict, then measure* exercises (4.5, 6.5) cannot know whether a prediction
-is right (the notebook measures that afterwards); they only make sure it is well formed, so that
+The check of a *predict, then measure* exercise (4.5) cannot know whether a prediction is right
+(the notebook measures that afterwards); it only makes sure the prediction is well formed, so that
 the notebook's comparison cell can put every predicted number next to its measurement.
 """
 from __future__ import annotations

@@ -162,3 +162,29 @@ def test_4_4_passes_and_rejects():
     _fails("4.4", fused - image, "BEST single head", feats=feats)
     _fails("4.4", "0.1", "a number was expected|fraction", feats=feats)
     _fails("4.4", fused - best + 0.05, "not the gain", feats=feats)
+
+
+# ------------------------------------------------------------------ 4.5 predict, then measure
+
+def test_4_5_records_any_well_formed_prediction():
+    result = check("4.5", {"concat": 0.85, "late (average)": 0.82})
+    assert result.passed and "concat 0.85, late (average) 0.82" in result.message
+    assert check("4.5", {"concat": 1, "late (average)": 0.0}).passed          # the ends are fine
+    assert check("4.5", {"concat": torch.tensor(0.9), "late (average)": 0.9}).passed
+
+
+@pytest.mark.parametrize("answer, match", [
+    ([0.85, 0.82], r"must be a dict .* but it is \[0\.85, 0\.82\] \(list\)"),
+    ({"concat": 0.85}, r"has no entry for \['late \(average\)'\]"),
+    ({"concat": 0.85, "late": 0.8}, r"has the key 'late', which is not one of"),
+    ({"concat": 0.85, "late (average)": 0.8, "gated": 0.9}, r"'gated', which is not one of"),
+    ({"concat": "high", "late (average)": 0.8}, r"my_prediction\['concat'\] has 'high' \(str\) "
+                                                 r"but a number .* was expected"),
+    ({"concat": True, "late (average)": 0.8}, r"has True \(bool\) but a number"),
+    ({"concat": 85, "late (average)": 0.8}, r"is 85, but the predicted accuracy is a fraction .* \(85% is 0\.85\)"),
+    ({"concat": -0.1, "late (average)": 0.8}, r"is -0\.1, but the predicted accuracy is a fraction between 0 and 1"),
+    ({"concat": 250.0, "late (average)": 0.8}, r"is 250, but the predicted accuracy is a fraction between 0 and 1"),
+    ({"concat": float("nan"), "late (average)": 0.8}, r"is NaN"),
+])
+def test_4_5_rejects_malformed_predictions(answer, match):
+    _fails("4.5", answer, match)

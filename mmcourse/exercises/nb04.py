@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
@@ -263,3 +264,16 @@ def check_missing_image_gain(answer, feats=None) -> str:
     fail(f"your answer {gain:.4f} is not the gain the check computes from feats; recompute it: "
          f"accuracy of the fused prediction minus the best single head's accuracy, both on the "
          f"test samples whose image is missing")
+
+
+FUSIONS_4_5 = ("concat", "late (average)")
+
+
+@register("4.5", "a prediction of early and late fusion's test accuracy, recorded before training",
+          hint="a dict {'concat': ..., 'late (average)': ...} of test accuracies as fractions "
+               "(0.80 for 80%). Any well-formed prediction passes: the measurement of section 5, "
+               "not the check, says how close you were.")
+def check_fusion_prediction(answer) -> str:
+    got = expect_fractions("my_prediction", answer, FUSIONS_4_5, "the predicted accuracy")
+    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
+    return f"recorded ({listed}); section 5 measures them"

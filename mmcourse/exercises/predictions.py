@@ -3,7 +3,7 @@
 Such a check cannot know the answer (the measurement comes after it), so it only validates the
 form of the prediction: a dict with exactly the expected keys, each value a fraction in [0, 1].
 :func:`expect_fractions` does that for the checks of notebooks 00 to 03 and fails with a message
-that says what was expected and what was given.
+that says what was expected and what was given (exercises 0.4, 1.5, 2.5, 3.6 and 4.5 use it).
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def expect_fractions(name: str, value: Any, keys: Iterable, what: str) -> dict:
     out = {}
     for key in keys:
         number = expect_number(f"{name}[{key!r}]", value[key], f"a number ({what})")
+        if number != number:
+            fail(f"{name}[{key!r}] is NaN; give a number between 0 and 1 ({what})")
         if not 0 <= number <= 1:
             hint = (f"; write percentages as fractions ({number:g}% is {number / 100:g})"
                     if 1 < number <= 100 else "")

@@ -284,7 +284,9 @@ def _answers(nb_path: Path) -> dict:
 
 
 def _flat(text: str) -> str:
-    """Text with emphasis and code marks dropped and whitespace collapsed (Markdown vs its HTML)."""
+    """Text with emphasis and code marks dropped, typographic quotes made straight (the HTML's
+    smart quotes) and whitespace collapsed (Markdown vs its HTML)."""
+    text = text.translate(str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}))
     return " ".join(re.sub(r"[*`]", "", text).split())
 
 

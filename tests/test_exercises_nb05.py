@@ -132,14 +132,69 @@ def _means(gates, rows):
 
 def test_5_4_passes_and_rejects():
     gates, quality = _gates()
-    right = _means(gates, quality[:, 2] == 2)
-    assert check("5.4", right, gates=gates, quality=quality).passed
-    _fails("5.4", _means(gates, np.ones(300, bool)), "ALL test samples", gates=gates,
+    image, audio = quality[:, 0] != 3, quality[:, 1] != 2          # present: not "missing"
+    both = image & audio
+    right = _means(gates, (quality[:, 2] == 2) & both)
+    result = check("5.4", right, gates=gates, quality=quality)
+    assert result.passed and "even split would give 0.333" in result.message
+    # the table's row (every misleading text, missing modalities included) is not the answer
+    _fails("5.4", _means(gates, quality[:, 2] == 2), "ALL samples with a misleading text",
+           gates=gates, quality=quality)
+    _fails("5.4", _means(gates, (quality[:, 2] == 2) & image), "image AND audio", gates=gates,
            quality=quality)
-    _fails("5.4", _means(gates, quality[:, 2] == 1), "uninformative", gates=gates, quality=quality)
-    _fails("5.4", _means(gates, quality[:, 0] == 2), "column 0", gates=gates, quality=quality)
+    _fails("5.4", _means(gates, (quality[:, 2] == 2) & audio), "image AND audio", gates=gates,
+           quality=quality)
+    _fails("5.4", _means(gates, both), "every text quality", gates=gates, quality=quality)
+    _fails("5.4", _means(gates, np.ones(300, bool)), "every text quality", gates=gates,
+           quality=quality)
+    _fails("5.4", _means(gates, (quality[:, 2] == 0) & both), "'informative'", gates=gates,
+           quality=quality)
+    _fails("5.4", _means(gates, quality[:, 2] == 1), "'uninformative'", gates=gates,
+           quality=quality)
+    _fails("5.4", _means(gates, (quality[:, 0] == 2) & both), "column 0", gates=gates,
+           quality=quality)
     _fails("5.4", [0.3, 0.3, 0.4], "dict", gates=gates, quality=quality)
     _fails("5.4", {**right, "text": "high"}, "number", gates=gates, quality=quality)
     _fails("5.4", {**right, "text": right["text"] + 0.1}, "answer says", gates=gates,
            quality=quality)
     _fails("5.4", right, "check\\('5.4'")
+
+
+def test_5_4_wrong_selections_give_other_numbers():
+    """The rejections above are only meaningful if each wrong selection changes the means."""
+    gates, quality = _gates()
+    both = (quality[:, 0] != 3) & (quality[:, 1] != 2)
+    right = _means(gates, (quality[:, 2] == 2) & both)
+    for rows in (quality[:, 2] == 2, both, (quality[:, 2] == 0) & both):
+        wrong = _means(gates, rows)
+        assert max(abs(wrong[m] - right[m]) for m in right) > 5e-4
+
+
+# ------------------------------------------------------------------ 5.5 predict, then measure
+
+GRID = {"equal (1/3 each)": {}, "audio x2": {}, "image x4": {}, "image only": {}, "audio only": {}}
+GUESS = {"equal (1/3 each)": 0.87, "audio x2": 0.87, "image x4": 0.85, "image only": 0.54,
+         "audio only": 0.64}
+
+
+def test_5_5_records_any_well_formed_prediction():
+    result = check("5.5", GUESS, settings=GRID)
+    assert result.passed and "image only 0.54" in result.message
+    assert check("5.5", {k: 0.5 for k in GRID}, settings=GRID).passed
+    assert check("5.5", {"a": 0.1}, settings={"a": {}}).passed       # the grid decides the keys
+
+
+@pytest.mark.parametrize("answer, match", [
+    ([0.87] * 5, r"must be a dict .* but it is \[0\.87"),
+    ({k: v for k, v in GUESS.items() if k != "image only"}, r"has no entry for \['image only'\]"),
+    ({**GUESS, "text only": 0.5}, r"'text only', which is not one of"),
+    ({**GUESS, "audio x2": "same"}, r"my_prediction\['audio x2'\] has 'same' \(str\)"),
+    ({**GUESS, "image x4": 87}, r"is 87, but the predicted (?:test )?accuracy is a fraction"),
+    ({**GUESS, "image only": -0.2}, r"between 0 and 1"),
+])
+def test_5_5_rejects_malformed_predictions(answer, match):
+    _fails("5.5", answer, match, settings=GRID)
+
+
+def test_5_5_needs_the_grid():
+    _fails("5.5", GUESS, r"check\('5.5', my_prediction, settings=grid\)")

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 _DIMS = {"image": 6, "audio": 5, "text": 4}
 
@@ -182,9 +183,11 @@ def check_drop_modalities(drop_modalities) -> str:
     return "never all hidden, never switches a missing modality on, rate about p"
 
 
-@register("5.4", "the mean gate of each modality on samples with a misleading text",
+@register("5.4", "the mean gate of each modality on samples with a misleading text and all "
+                 "three modalities present",
           hint="keep the samples whose TEXT quality is 'misleading' (the text column of quality) "
-               "and average each modality's column of gates over them.")
+               "and whose image and audio are not 'missing' (their columns), then average each "
+               "modality's column of gates over them.")
 def check_misleading_gates(answer, gates=None, quality=None) -> str:
     from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS
 
@@ -215,25 +218,50 @@ def check_misleading_gates(answer, gates=None, quality=None) -> str:
         return all(abs(a[m] - b[m]) < 5e-4 for m in MODALITY_NAMES)
 
     text_q = quality[:, 2]
-    want = means(text_q == QUALITY_LEVELS["text"].index("misleading"))
+    has = {m: quality[:, j] != QUALITY_LEVELS[m].index("missing")
+           for j, m in enumerate(MODALITY_NAMES)}
+    both = has["image"] & has["audio"]
+    level = {name: text_q == QUALITY_LEVELS["text"].index(name) for name in QUALITY_LEVELS["text"]}
+    want = means(level["misleading"] & both)
     if same(got, want):
-        top = max(want, key=want.get)
-        return (f"on misleading texts the gate trusts {top} most ({want[top]:.2f}); text gets "
-                f"{want['text']:.2f}")
-    if same(got, means(np.ones(len(text_q), dtype=bool))):
-        fail("these are the mean gates over ALL test samples; keep only the samples whose text "
+        return (f"with all three modalities present and a misleading text, the text gets "
+                f"{want['text']:.3f} of the gates (an even split would give 0.333)")
+    if same(got, means(level["misleading"])):
+        fail("these are the mean gates over ALL samples with a misleading text, the row of the "
+             "table in section 4; it mixes in samples whose image or audio is missing (there the "
+             "text's share is 1/2 or 1). Keep only the samples whose image and audio are present too")
+    if same(got, means(level["misleading"] & has["image"])) or \
+            same(got, means(level["misleading"] & has["audio"])):
+        fail("you removed the samples without an image OR those without audio, not both: keep the "
+             "samples whose image AND audio are present")
+    if same(got, means(both)) or same(got, means(np.ones(len(text_q), dtype=bool))):
+        fail("these are the mean gates over every text quality; keep only the samples whose text "
              "is misleading")
-    for level in QUALITY_LEVELS["text"]:
-        if level != "misleading" and same(got, means(text_q == QUALITY_LEVELS["text"].index(level))):
-            fail(f"these are the mean gates over the samples whose text is {level!r}; the text "
+    for name, rows in level.items():
+        if name != "misleading" and (same(got, means(rows & both)) or same(got, means(rows))):
+            fail(f"these are the mean gates over the samples whose text is {name!r}; the text "
                  f"level 'misleading' has index {QUALITY_LEVELS['text'].index('misleading')}")
     for j, m in enumerate(MODALITY_NAMES[:2]):
         for level_index in range(len(QUALITY_LEVELS[m])):
-            if same(got, means(quality[:, j] == level_index)):
+            rows = quality[:, j] == level_index
+            if same(got, means(rows)) or same(got, means(rows & both)):
                 fail(f"these rows were selected with column {j} of quality ({m}); the text "
                      f"quality is column 2")
     given = ", ".join(f"{m} {v:.3f}" for m, v in got.items())
     fail(f"the answer says {given}, which is not the mean gate of each modality over the samples "
-         f"whose text is misleading; select those rows with the text column of quality and "
-         f"average each column of gates over them")
+         f"whose text is misleading and whose image and audio are present; select those rows "
+         f"with the columns of quality and average each column of gates over them")
 
+
+
+@register("5.5", "a prediction of the fixed-weight grid's test accuracies, recorded before training",
+          hint="a dict with one test accuracy per setting of `grid` (as fractions, 0.80 for 80%), "
+               "for example {'equal (1/3 each)': 0.85, ...}. Any well-formed prediction passes: "
+               "the next cell measures them.")
+def check_grid_prediction(answer, settings=None) -> str:
+    if settings is None:
+        fail("call the check as check('5.5', my_prediction, settings=grid), so that it knows the "
+             "settings of the grid")
+    got = expect_fractions("my_prediction", answer, list(settings), "the predicted test accuracy")
+    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
+    return f"recorded ({listed}); the next cell measures them"

@@ -2,8 +2,8 @@
 
 Such a check cannot know the answer (the measurement comes after it), so it only validates the
 form of the prediction: a dict with exactly the expected keys, each value a fraction in [0, 1].
-:func:`expect_fractions` does that for the checks of notebooks 00 to 03 and fails with a message
-that says what was expected and what was given (exercises 0.4, 1.5, 2.5, 3.6 and 4.5 use it).
+:func:`expect_fractions` does that and fails with a message
+that says what was expected and what was given (the checks of exercises 0.4, 1.5, 2.5, 3.6, 4.5, 5.5, 6.5 and 7.5 use it).
 """
 from __future__ import annotations
 

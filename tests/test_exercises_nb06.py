@@ -99,30 +99,79 @@ def area_under_curve(s, a):
 
 
 SEV = (0.0, 0.25, 0.5, 0.75, 1.0)
-CURVES = {"concat": {"image": [0.9, 0.88, 0.86, 0.84, 0.8], "text": [0.95, 0.85, 0.75, 0.6, 0.5]},
-          "attention": {"image": [0.9, 0.87, 0.85, 0.83, 0.79], "text": [0.95, 0.86, 0.74, 0.62, 0.48]}}
+# four curves, each the answer to a different question: the largest loss (clean end minus area) is
+# concat/text; the smallest area attention/image (low everywhere, but flat); the smallest loss
+# concat/image; the largest drop from the first to the last severity attention/text
+CURVES = {"concat": {"image": [0.90, 0.89, 0.88, 0.87, 0.86], "text": [0.95, 0.80, 0.75, 0.72, 0.70]},
+          "attention": {"image": [0.70, 0.69, 0.67, 0.66, 0.64], "text": [0.95, 0.93, 0.90, 0.85, 0.50]}}
+
+
+def _losses():
+    return {(n, m): c[0] - area_under_curve(SEV, c) for n, per in CURVES.items() for m, c in per.items()}
 
 
 def _least():
+    losses = _losses()
+    key = max(losses, key=losses.get)
+    return (*key, losses[key])
+
+
+def test_6_4_the_test_curves_separate_the_questions():
     areas = {(n, m): area_under_curve(SEV, c) for n, per in CURVES.items() for m, c in per.items()}
-    key = min(areas, key=areas.get)
-    return (*key, areas[key])
+    losses = _losses()
+    drops = {(n, m): c[0] - c[-1] for n, per in CURVES.items() for m, c in per.items()}
+    assert max(losses, key=losses.get) == ("concat", "text")
+    assert min(areas, key=areas.get) == ("attention", "image")
+    assert min(losses, key=losses.get) == ("concat", "image")
+    assert max(drops, key=drops.get) == ("attention", "text")
+    assert math.isclose(losses["concat", "text"], 0.95 - 0.77375)
 
 
 def test_6_4_passes_and_rejects():
-    assert check("6.4", (area_under_curve, _least()), curves=CURVES, severities=SEV).passed
+    result = check("6.4", (area_under_curve, _least()), curves=CURVES, severities=SEV)
+    assert result.passed and "concat under text corruption loses 0.176" in result.message
     _fails("6.4", (lambda s, a: float(np.mean(a)), _least()), "plain mean", curves=CURVES,
            severities=SEV)
     _fails("6.4", (lambda s, a: sum((s[i + 1] - s[i]) * a[i] for i in range(len(s) - 1)), _least()),
            "left Riemann", curves=CURVES, severities=SEV)
     _fails("6.4", (lambda s, a: sum((s[i + 1] - s[i]) * (a[i] + a[i + 1]) for i in range(len(s) - 1)),
                    _least()), "width", curves=CURVES, severities=SEV)
-    areas = {(n, m): area_under_curve(SEV, c) for n, per in CURVES.items() for m, c in per.items()}
-    best = max(areas, key=areas.get)
-    _fails("6.4", (area_under_curve, (*best, areas[best])), "LARGEST", curves=CURVES, severities=SEV)
-    _fails("6.4", (area_under_curve, ("attention", "text", areas["attention", "text"])), "smaller one",
+    losses = _losses()
+    for pair, match in ((("attention", "image"), "smallest AREA"),
+                        (("concat", "image"), "loses the LEAST"),
+                        (("attention", "text"), "largest drop from the first to the last")):
+        _fails("6.4", (area_under_curve, (*pair, losses[pair])), match, curves=CURVES,
+               severities=SEV)
+    area = area_under_curve(SEV, CURVES["concat"]["text"])
+    _fails("6.4", (area_under_curve, ("concat", "text", area)), "is the AREA", curves=CURVES,
+           severities=SEV)
+    _fails("6.4", (area_under_curve, ("concat", "text", -losses["concat", "text"])), "wrong sign",
            curves=CURVES, severities=SEV)
-    name, m, area = _least()
-    _fails("6.4", (area_under_curve, (name, m, float(np.mean(CURVES[name][m])))), "you gave",
+    plain = CURVES["concat"]["text"][0] - float(np.mean(CURVES["concat"]["text"]))
+    _fails("6.4", (area_under_curve, ("concat", "text", plain)), r"is 0\.176\d .* you gave 0\.1660",
+           curves=CURVES, severities=SEV)
+    _fails("6.4", (area_under_curve, ("gated", "text", 0.2)), "not a pair of `curves`",
+           curves=CURVES, severities=SEV)
+    _fails("6.4", (area_under_curve, ("concat", "text")), r"must be \(method, modality, loss\)",
            curves=CURVES, severities=SEV)
     _fails("6.4", area_under_curve, "expects")
+
+
+# ------------------------------------------------------------------ 6.5 predict, then measure
+
+def test_6_5_records_any_well_formed_prediction():
+    result = check("6.5", {"image": 0.8, "audio": 0.78, "text": 0.65})
+    assert result.passed and "image 0.80, audio 0.78, text 0.65" in result.message
+    assert check("6.5", {"text": 0.1, "audio": 0.9, "image": 0.5}).passed    # any order of keys
+
+
+@pytest.mark.parametrize("answer, match", [
+    (0.8, r"must be a dict .* but it is 0\.8 \(float\)"),
+    ({"image": 0.8, "audio": 0.78}, r"has no entry for \['text'\]"),
+    ({"image": 0.8, "audio": 0.78, "text": 0.65, "video": 0.5}, r"'video', which is not one of"),
+    ({"image": 0.8, "audio": [0.78], "text": 0.65}, r"my_prediction\['audio'\] has \[0\.78\]"),
+    ({"image": 80, "audio": 0.78, "text": 0.65}, r"is 80, but the predicted (?:test )?accuracy is a fraction"),
+    ({"image": 0.8, "audio": 0.78, "text": -0.01}, r"between 0 and 1"),
+])
+def test_6_5_rejects_malformed_predictions(answer, match):
+    _fails("6.5", answer, match)

@@ -6,7 +6,9 @@ import math
 import torch
 import torch.nn as nn
 
-from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
+from mmcourse.exercises.core import (call, describe, expect_close, expect_number, expect_tensor, fail,
+                                     register)
+from mmcourse.exercises.predictions import expect_fractions
 
 
 def _reference_attention(q, k, v, key_mask=None, scale=True, dim=-1):
@@ -184,14 +186,15 @@ def _trapezoid(x, y):
     return sum((x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2 for i in range(len(x) - 1))
 
 
-@register("6.4", "area under an accuracy-vs-severity curve, and the least robust pair",
+@register("6.4", "area under an accuracy-vs-severity curve, and the pair that loses the most",
           hint="the trapezoid rule: add, over neighbouring severities, the width of each step times "
-               "the mean of the two accuracies at its ends. Then compute it for every method and "
-               "corrupted modality in `curves` and return the pair with the SMALLEST area.")
+               "the mean of the two accuracies at its ends. A pair's loss is its accuracy at the "
+               "first severity (clean) minus its area; return the pair of `curves` with the "
+               "LARGEST loss, and that loss.")
 def check_robustness(answer, curves=None, severities=None) -> str:
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not callable(answer[0]):
         fail(f"check('6.4', ...) expects (area_under_curve, least_robust) with least_robust = "
-             f"(method, modality, area), got {type(answer).__name__}")
+             f"(method, modality, loss), got {type(answer).__name__}")
     area_under_curve, least = answer
     cases = [((0.0, 0.5, 1.0), (0.9, 0.7, 0.3), 0.65),
              ((0.0, 0.1, 0.5, 1.0), (0.8, 0.8, 0.4, 0.2), 0.08 + 0.24 + 0.15),
@@ -218,23 +221,54 @@ def check_robustness(answer, curves=None, severities=None) -> str:
     if curves is None or severities is None:
         return "the trapezoid rule"
     if not isinstance(least, (tuple, list)) or len(least) != 3:
-        fail(f"least_robust must be (method, modality, area), got {least!r}")
-    method, modality, area = least
-    areas = {(mth, m): _trapezoid(list(severities), list(acc))
+        fail(f"least_robust must be (method, modality, loss), got {describe(least)}")
+    method, modality, loss = least
+    severities = list(severities)
+    areas = {(mth, m): _trapezoid(severities, list(acc))
              for mth, per in curves.items() for m, acc in per.items()}
-    (want_method, want_modality), want_area = min(areas.items(), key=lambda kv: kv[1])
-    area = expect_number("least_robust[2] (the area)", area, "the area (a number)")
+    losses = {pair: curves[pair[0]][pair[1]][0] - area for pair, area in areas.items()}
+    want_pair = max(losses, key=losses.get)
+    want_loss = losses[want_pair]
+    loss = expect_number("least_robust[2] (the loss)", loss, "the loss (a number)")
     if (method, modality) not in areas:
         fail(f"least_robust names ({method!r}, {modality!r}), which is not a pair of `curves`; "
              f"methods are {list(curves)}, modalities {list(next(iter(curves.values())))}")
-    if (method, modality) != (want_method, want_modality):
-        (hi_method, hi_modality), _ = max(areas.items(), key=lambda kv: kv[1])
-        if (method, modality) == (hi_method, hi_modality):
-            fail(f"({method!r}, {modality!r}) has the LARGEST area, the most robust pair; the "
-                 f"question asks for the smallest")
-        fail(f"({method!r}, {modality!r}) has area {areas[(method, modality)]:.3f}, but another "
-             f"pair has a smaller one; compare every method and every corrupted modality")
-    if not math.isclose(area, want_area, abs_tol=1e-4):
-        fail(f"the area of ({method!r}, {modality!r}) is {want_area:.4f} by the trapezoid rule, "
-             f"you gave {area:.4f}")
-    return f"{want_method} under {want_modality} corruption: area {want_area:.3f}"
+    pair = (method, modality)
+    if pair != want_pair:
+        if pair == min(areas, key=areas.get):
+            fail(f"({method!r}, {modality!r}) has the smallest AREA: the lowest curve, which may "
+                 f"simply start low. The question asks which pair LOSES the most: subtract each "
+                 f"pair's area from its own accuracy at the first severity")
+        if pair == min(losses, key=losses.get):
+            fail(f"({method!r}, {modality!r}) loses the LEAST, it is the most robust pair; the "
+                 f"question asks for the largest loss")
+        drops = {p: curves[p[0]][p[1]][0] - curves[p[0]][p[1]][-1] for p in areas}
+        if pair == max(drops, key=drops.get):
+            fail(f"({method!r}, {modality!r}) has the largest drop from the first to the last "
+                 f"severity; the loss asked for is the first accuracy minus the AREA (over severities "
+                 f"from 0 to 1, the average height of the whole curve), not minus the last accuracy")
+        fail(f"({method!r}, {modality!r}) loses {losses[pair]:.3f}, but another pair loses more; "
+             f"compare every method and every corrupted modality")
+    if math.isclose(loss, areas[pair], abs_tol=1e-4):
+        fail(f"{loss:.4f} is the AREA of ({method!r}, {modality!r}); give its loss, the accuracy "
+             f"at the first severity minus the area")
+    if math.isclose(loss, -want_loss, abs_tol=1e-4):
+        fail(f"{loss:.4f} has the wrong sign: the loss is the accuracy at the first severity minus "
+             f"the area (positive when the curve falls)")
+    if not math.isclose(loss, want_loss, abs_tol=1e-4):
+        fail(f"the loss of ({method!r}, {modality!r}) is {want_loss:.4f} (accuracy at the first "
+             f"severity minus the trapezoid area), you gave {loss:.4f}")
+    return f"{method} under {modality} corruption loses {want_loss:.3f} on average"
+
+
+@register("6.5", "a prediction of concatenation's accuracy with every sample's modality corrupted",
+          hint="a dict {'image': ..., 'audio': ..., 'text': ...}: for each modality, the test "
+               "accuracy you expect from concat fusion when that modality is corrupted in every "
+               "test sample (a fraction). Any well-formed prediction passes: section 6 "
+               "measures them.")
+def check_severity_prediction(answer) -> str:
+    from mmcourse.data.course import MODALITY_NAMES
+
+    got = expect_fractions("my_prediction", answer, MODALITY_NAMES, "the predicted accuracy")
+    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
+    return f"recorded ({listed}); section 6 measures them"

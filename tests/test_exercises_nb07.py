@@ -153,3 +153,25 @@ def test_7_4_passes_and_rejects():
         scaler.update()
         scaler.step(optimizer)
     _fails("7.4", update_first, "before scaler.step")
+
+
+# ------------------------------------------------------------------ 7.5 predict, then measure
+
+def test_7_5_records_any_well_formed_prediction():
+    result = check("7.5", {"frozen + concat": 0.6, "end to end": np.float32(0.85)})
+    assert result.passed and "frozen + concat 0.60, end to end 0.85" in result.message
+    assert check("7.5", {"frozen + concat": 0.5, "end to end": 0.5}).passed   # chance is allowed
+
+
+@pytest.mark.parametrize("answer, match", [
+    ((0.6, 0.85), r"must be a dict \{'frozen \+ concat': \.\.\., 'end to end': \.\.\.\}"),
+    ({"frozen + concat": 0.6}, r"has no entry for \['end to end'\]"),
+    ({"frozen": 0.6, "end to end": 0.85}, r"has the key 'frozen', which is not one of"),
+    ({"frozen + concat": 0.6, "end to end": 0.85, "joint": 0.9}, r"'joint', which is not one of"),
+    ({"frozen + concat": None, "end to end": 0.85}, r"has None \(NoneType\) but a number"),
+    ({"frozen + concat": 60, "end to end": 0.85}, r"is 60, but the predicted (?:test )?accuracy is a fraction"),
+    ({"frozen + concat": 0.6, "end to end": 1.5}, r"is 1\.5, but the predicted (?:test )?accuracy is a fraction"),
+    ({"frozen + concat": -0.5, "end to end": 0.85}, r"between 0 and 1"),
+])
+def test_7_5_rejects_malformed_predictions(answer, match):
+    _fails("7.5", answer, match)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
+from mmcourse.exercises.predictions import expect_fractions
 
 _C = 5
 
@@ -285,3 +286,16 @@ def check_scaled_step(fn) -> str:
     if scaler.get_scale() >= 1024.0:
         fail("after an overflow the scale did not shrink; call scaler.update() after the step")
     return "scaled backward, unscaled step, overflow skipped and the scale lowered"
+
+
+MATCHING_7_5 = ("frozen + concat", "end to end")
+
+
+@register("7.5", "a prediction of the matching task's test accuracy, frozen and end to end",
+          hint="a dict {'frozen + concat': ..., 'end to end': ...} of test accuracies on the "
+               "matching task, as fractions (0.5 is chance there). Any well-formed prediction "
+               "passes: the next cell measures both.")
+def check_matching_prediction(answer) -> str:
+    got = expect_fractions("my_prediction", answer, MATCHING_7_5, "the predicted test accuracy")
+    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
+    return f"recorded ({listed}); the next cell measures them"

@@ -43,6 +43,13 @@ def test_6_1_passes_and_rejects():
     _fails("6.1", lambda q, k, v, key_mask=None: _attention()(q, k, v, key_mask)[0], "pair")
 
 
+def test_6_1_refuses_the_imported_library_function():
+    from mmcourse.fusion import scaled_dot_product_attention
+
+    _fails("6.1", lambda q, k, v, key_mask=None: scaled_dot_product_attention(q, k, v, key_mask),
+           "calls the library's mmcourse.fusion.scaled_dot_product_attention")
+
+
 def test_6_1_not_solved_passes_through():
     def stub(q, k, v, key_mask=None):
         raise NotSolved("6.1")
@@ -125,6 +132,14 @@ def test_6_4_the_test_curves_separate_the_questions():
     assert min(losses, key=losses.get) == ("concat", "image")
     assert max(drops, key=drops.get) == ("attention", "text")
     assert math.isclose(losses["concat", "text"], 0.95 - 0.77375)
+
+
+def test_6_4_refuses_numpys_trapezoid():
+    """The exercise says "by hand": numpy's ready-made rule is refused, however it is reached."""
+    _fails("6.4", (lambda s, a: float(np.trapezoid(a, s)), _least()), "numpy.trapezoid",
+           curves=CURVES, severities=SEV)
+    _fails("6.4", (lambda s, a: float(np.trapezoid(np.asarray(a), x=np.asarray(s))), _least()),
+           "write it yourself", curves=CURVES, severities=SEV)
 
 
 def test_6_4_passes_and_rejects():

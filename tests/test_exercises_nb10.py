@@ -154,6 +154,12 @@ def test_10_4_passes_and_rejects():
            "other way round")
 
 
+def test_10_4_refuses_the_librarys_set_stage():
+    from mmcourse.mllm import set_stage
+
+    _fails("10.4", lambda m: set_stage(m, 1), "calls the library's mmcourse.mllm.set_stage")
+
+
 # ------------------------------------------------------------------------ 10.5 left padding
 
 def left_pad(rows, pad_id):

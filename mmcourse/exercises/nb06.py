@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -39,8 +40,13 @@ def check_attention(attention) -> str:
     q = torch.randn(2, 3, 8, generator=gen) * 2
     k = torch.randn(2, 5, 8, generator=gen) * 2
     v = torch.randn(2, 5, 4, generator=gen)
+    from mmcourse.exercises.library_calls import call_without
+    from mmcourse.fusion import scaled_dot_product_attention
+
+    library = {scaled_dot_product_attention: "mmcourse.fusion.scaled_dot_product_attention"}
     # 1. no mask
-    out, weights = _pair("attention(q, k, v)", call(attention, q, k, v), (2, 3, 4), (2, 3, 5))
+    out, weights = _pair("attention(q, k, v)", call_without(attention, library, q, k, v),
+                         (2, 3, 4), (2, 3, 5))
     want_out, want_w = _reference_attention(q, k, v)
     if not torch.allclose(weights, want_w, atol=1e-5):
         if torch.allclose(weights, _reference_attention(q, k, v, scale=False)[1], atol=1e-5):
@@ -56,7 +62,7 @@ def check_attention(attention) -> str:
     expect_close("attention(q, k, v)[0] (the output)", out, want_out)
     # 2. some keys masked, and one query batch with every key masked
     mask = torch.tensor([[True, False, True, True, False], [False] * 5])
-    result = call(attention, q, k, v, key_mask=mask)
+    result = call_without(attention, library, q, k, v, key_mask=mask)
     out, weights = _pair("attention(q, k, v, key_mask)", result, (2, 3, 4), (2, 3, 5))
     want_out, want_w = _reference_attention(q, k, v, mask)
     if torch.isnan(weights[0]).any() or torch.isnan(out[0]).any():
@@ -73,8 +79,8 @@ def check_attention(attention) -> str:
                      weights[0], want_w[0])
     if torch.isnan(weights[1]).any() or torch.isnan(out[1]).any():
         fail("a query whose keys are ALL masked gives NaN (softmax of a row of -inf is 0 / 0); "
-             "replace the NaN by 0 with torch.nan_to_num(weights, nan=0.0), so such a query "
-             "gets zero weights and a zero output")
+             "turn those NaNs into zeros after the softmax, so that such a query gets zero "
+             "weights and a zero output")
     expect_close("attention(q, k, v, key_mask)[1][1] (a batch with every key masked)",
                  weights[1], torch.zeros(3, 5))
     expect_close("attention(q, k, v, key_mask)[0]", out, want_out)
@@ -200,9 +206,16 @@ def check_robustness(answer, curves=None, severities=None) -> str:
              ((0.0, 0.1, 0.5, 1.0), (0.8, 0.8, 0.4, 0.2), 0.08 + 0.24 + 0.15),
              ((0.0, 1.0), (0.6, 0.2), 0.4),
              ((0.2, 0.4, 0.8), (1.0, 1.0, 0.5), 0.2 + 0.3)]
+    from mmcourse.exercises.library_calls import call_without
+
+    # numpy's public functions are dispatchers; the Python code that a profile hook sees is their
+    # _implementation
+    ready_made = {getattr(f, "_implementation", f): f"numpy.{name}"
+                  for name in ("trapezoid", "trapz") if callable(f := getattr(np, name, None))}
     for s, a, want in cases:
         name = f"area_under_curve({list(s)}, {list(a)})"
-        got = expect_number(name, call(area_under_curve, list(s), list(a)), "the area (a number)")
+        got = expect_number(name, call_without(area_under_curve, ready_made, list(s), list(a)),
+                            "the area (a number)")
         if math.isclose(got, want, abs_tol=1e-6):
             continue
         if math.isclose(got, sum(a) / len(a), abs_tol=1e-6):

@@ -37,6 +37,12 @@ def test_5_1_passes_and_rejects():
     _fails("5.1", lambda s, p: masked_weights(s, p)[:, :2], "shape")
 
 
+def test_5_1_refuses_the_imported_library_function():
+    """The notebook imports masked_softmax (for 5.2): handing it in, or wrapping it, is refused."""
+    _fails("5.1", masked_softmax, "calls the library's mmcourse.fusion.masked_softmax")
+    _fails("5.1", lambda s, p: masked_softmax(s, p, dim=1), "write it yourself")
+
+
 # ------------------------------------------------------------------------ 5.2 gated fusion
 
 def _make(gate_fn="softmax", relu_out=False, store=True):
@@ -117,11 +123,11 @@ def test_5_3_passes_and_rejects():
 # ------------------------------------------------------------------------ 5.4 reading the gates
 
 def _gates():
-    gen = torch.Generator().manual_seed(4)
-    gates = torch.softmax(torch.randn(300, 3, generator=gen), 1)
-    rng = np.random.default_rng(0)
-    quality = np.stack([rng.integers(0, 4, 300), rng.integers(0, 3, 300),
-                        rng.integers(0, 4, 300)], 1).astype(np.int8)
+    gen = torch.Generator().manual_seed(11)
+    gates = torch.softmax(torch.randn(200, 3, generator=gen), 1)
+    rng = np.random.default_rng(3)
+    quality = np.stack([rng.integers(0, 4, 200), rng.integers(0, 3, 200),
+                        rng.integers(0, 4, 200)], 1).astype(np.int8)
     return gates, quality
 
 
@@ -130,42 +136,62 @@ def _means(gates, rows):
             for j, m in enumerate(("image", "audio", "text"))}
 
 
+def _selecting(rule):
+    """A candidate answer: misleading_gate_means that averages the rows ``rule(quality)`` picks."""
+    return lambda gates, quality: _means(gates, rule(quality))
+
+
+def _right(q):
+    return (q[:, 2] == 2) & (q[:, 0] != 3) & (q[:, 1] != 2)       # present: not "missing"
+
+
 def test_5_4_passes_and_rejects():
     gates, quality = _gates()
-    image, audio = quality[:, 0] != 3, quality[:, 1] != 2          # present: not "missing"
-    both = image & audio
-    right = _means(gates, (quality[:, 2] == 2) & both)
-    result = check("5.4", right, gates=gates, quality=quality)
+    result = check("5.4", _selecting(_right), gates=gates, quality=quality)
     assert result.passed and "even split would give 0.333" in result.message
+    want = _means(gates, _right(quality))
+    assert f"the text gets {want['text']:.3f}" in result.message
+    kw = dict(gates=gates, quality=quality)
     # the table's row (every misleading text, missing modalities included) is not the answer
-    _fails("5.4", _means(gates, quality[:, 2] == 2), "ALL samples with a misleading text",
+    _fails("5.4", _selecting(lambda q: q[:, 2] == 2), "ALL samples with a misleading text", **kw)
+    _fails("5.4", _selecting(lambda q: (q[:, 2] == 2) & (q[:, 0] != 3)), "image AND audio", **kw)
+    _fails("5.4", _selecting(lambda q: (q[:, 2] == 2) & (q[:, 1] != 2)), "image AND audio", **kw)
+    _fails("5.4", _selecting(lambda q: (q[:, 0] != 3) & (q[:, 1] != 2)), "every text quality", **kw)
+    _fails("5.4", _selecting(lambda q: np.ones(len(q), bool)), "every text quality", **kw)
+    _fails("5.4", _selecting(lambda q: (q[:, 2] == 0) & (q[:, 0] != 3) & (q[:, 1] != 2)),
+           "'informative'", **kw)
+    _fails("5.4", _selecting(lambda q: q[:, 2] == 1), "'uninformative'", **kw)
+    _fails("5.4", _selecting(lambda q: (q[:, 0] == 2) & (q[:, 0] != 3) & (q[:, 1] != 2)),
+           "column 0", **kw)
+    _fails("5.4", lambda g, q: [0.3, 0.3, 0.4], "must return a dict", **kw)
+    _fails("5.4", lambda g, q: {**_means(g, _right(q)), "text": "high"}, "number", **kw)
+    _fails("5.4", lambda g, q: {**_means(g, _right(q)), "text": 0.9}, "it returned", **kw)
+    _fails("5.4", _selecting(_right), "check\\('5.4'")
+
+
+def test_5_4_a_hard_coded_answer_cannot_pass():
+    """The lesson's gates split evenly (1/3 each), which the text says; numbers typed in, or a
+    function returning them, fail on the check's own random gates."""
+    gates, quality = _gates()
+    _fails("5.4", {"image": 1 / 3, "audio": 1 / 3, "text": 1 / 3}, "expects the function",
            gates=gates, quality=quality)
-    _fails("5.4", _means(gates, (quality[:, 2] == 2) & image), "image AND audio", gates=gates,
+    _fails("5.4", lambda g, q: {"image": 1 / 3, "audio": 1 / 3, "text": 1 / 3},
+           "on 300 random test gates of the check", gates=gates, quality=quality)
+    right_here = _means(gates, _right(quality))
+    _fails("5.4", lambda g, q: dict(right_here), "on 300 random test gates", gates=gates,
            quality=quality)
-    _fails("5.4", _means(gates, (quality[:, 2] == 2) & audio), "image AND audio", gates=gates,
-           quality=quality)
-    _fails("5.4", _means(gates, both), "every text quality", gates=gates, quality=quality)
-    _fails("5.4", _means(gates, np.ones(300, bool)), "every text quality", gates=gates,
-           quality=quality)
-    _fails("5.4", _means(gates, (quality[:, 2] == 0) & both), "'informative'", gates=gates,
-           quality=quality)
-    _fails("5.4", _means(gates, quality[:, 2] == 1), "'uninformative'", gates=gates,
-           quality=quality)
-    _fails("5.4", _means(gates, (quality[:, 0] == 2) & both), "column 0", gates=gates,
-           quality=quality)
-    _fails("5.4", [0.3, 0.3, 0.4], "dict", gates=gates, quality=quality)
-    _fails("5.4", {**right, "text": "high"}, "number", gates=gates, quality=quality)
-    _fails("5.4", {**right, "text": right["text"] + 0.1}, "answer says", gates=gates,
-           quality=quality)
-    _fails("5.4", right, "check\\('5.4'")
 
 
 def test_5_4_wrong_selections_give_other_numbers():
-    """The rejections above are only meaningful if each wrong selection changes the means."""
-    gates, quality = _gates()
+    """The rejections above are only meaningful if each wrong selection changes the means, on the
+    check's own test gates."""
+    from mmcourse.exercises.nb05 import _test_gates
+
+    gates, quality = _test_gates()
     both = (quality[:, 0] != 3) & (quality[:, 1] != 2)
-    right = _means(gates, (quality[:, 2] == 2) & both)
-    for rows in (quality[:, 2] == 2, both, (quality[:, 2] == 0) & both):
+    right = _means(gates, _right(quality))
+    for rows in (quality[:, 2] == 2, both, (quality[:, 2] == 0) & both,
+                 (quality[:, 2] == 2) & (quality[:, 0] != 3), (quality[:, 2] == 2) & (quality[:, 1] != 2)):
         wrong = _means(gates, rows)
         assert max(abs(wrong[m] - right[m]) for m in right) > 5e-4
 

@@ -25,7 +25,11 @@ def _scores_and_mask() -> tuple[torch.Tensor, torch.Tensor]:
 def check_masked_weights(masked_weights) -> str:
     scores, present = _scores_and_mask()
     original = scores.clone()
-    got = call(masked_weights, scores, present)
+    from mmcourse.exercises.library_calls import call_without
+    from mmcourse.fusion import masked_softmax
+
+    got = call_without(masked_weights, {masked_softmax: "mmcourse.fusion.masked_softmax"},
+                       scores, present)
     if not torch.equal(scores, original):
         fail("masked_weights changed the scores in place; use masked_fill (no underscore), "
              "which returns a new tensor")
@@ -34,7 +38,7 @@ def check_masked_weights(masked_weights) -> str:
     want = torch.nan_to_num(torch.softmax(scores.masked_fill(~present, float("-inf")), 1), nan=0.0)
     if torch.isnan(got).any():
         fail("masked_weights gives NaN for the sample with no modality at all (a softmax over "
-             "nothing is 0 / 0); turn those NaNs into zeros, e.g. torch.nan_to_num(w, nan=0.0)")
+             "nothing is 0 / 0); turn those NaNs into zeros after the softmax")
     if torch.allclose(got, want, atol=1e-5):
         return "missing modalities get 0, the others sum to 1, an empty row is all zeros"
     if torch.allclose(got[:5], torch.softmax(scores, 1)[:5], atol=1e-5):
@@ -120,7 +124,7 @@ def check_gated_fusion(cls) -> str:
     present = torch.stack([mask["image"], torch.ones(5, dtype=torch.bool), mask["text"]], 1)
     if (weights[~present].abs() > 1e-6).any():
         fail("a missing modality got a gate weight above 0: take the softmax over the present "
-             "modalities only (masked_softmax(scores, present))")
+             "modalities only (exercise 5.1's idea; the notebook imports a function for it)")
     sums = weights.sum(1)
     if not torch.allclose(sums, torch.ones(5), atol=1e-4):
         fail(f"the gates of a sample should sum to 1 (a softmax over modalities), got sums "
@@ -183,22 +187,23 @@ def check_drop_modalities(drop_modalities) -> str:
     return "never all hidden, never switches a missing modality on, rate about p"
 
 
-@register("5.4", "the mean gate of each modality on samples with a misleading text and all "
-                 "three modalities present",
-          hint="keep the samples whose TEXT quality is 'misleading' (the text column of quality) "
-               "and whose image and audio are not 'missing' (their columns), then average each "
-               "modality's column of gates over them.")
-def check_misleading_gates(answer, gates=None, quality=None) -> str:
-    from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS
+def _test_gates() -> tuple[torch.Tensor, np.ndarray]:
+    """300 random gate shares and quality rows (image, audio, text levels), on which every wrong
+    selection of rows gives other means than the right one."""
+    gen = torch.Generator().manual_seed(4)
+    gates = torch.softmax(torch.randn(300, 3, generator=gen), 1)
+    rng = np.random.default_rng(0)
+    quality = np.stack([rng.integers(0, 4, 300), rng.integers(0, 3, 300),
+                        rng.integers(0, 4, 300)], 1).astype(np.int8)
+    return gates, quality
 
-    if gates is None or quality is None:
-        fail("call the check as check('5.4', answer, gates=gates, quality=quality) with the "
-             "test gates and quality of the lesson")
-    gates = torch.as_tensor(gates).float()
-    quality = np.asarray(quality)
+
+def _gate_dict(name: str, answer) -> dict:
+    from mmcourse.data.course import MODALITY_NAMES
+
     if not isinstance(answer, dict) or set(answer) != set(MODALITY_NAMES):
-        fail(f"answer with a dict {{'image': ..., 'audio': ..., 'text': ...}} of mean gates, "
-             f"got {describe(answer)}")
+        fail(f"{name} must return a dict {{'image': ..., 'audio': ..., 'text': ...}} of mean "
+             f"gates, but it returned {describe(answer)}")
     got = {}
     for m in MODALITY_NAMES:
         value = answer[m]
@@ -207,8 +212,14 @@ def check_misleading_gates(answer, gates=None, quality=None) -> str:
         if isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(f"answer[{m!r}] is {describe(value)}; a number (the mean gate) was expected")
+            fail(f"{name}[{m!r}] is {describe(value)}; a number (the mean gate) was expected")
         got[m] = float(value)
+    return got
+
+
+def _judge_gate_means(got: dict, gates: torch.Tensor, quality: np.ndarray, where: str) -> dict:
+    """Return the right means if ``got`` equals them, else fail naming the wrong selection."""
+    from mmcourse.data.course import MODALITY_NAMES, QUALITY_LEVELS
 
     def means(rows) -> dict:
         rows = torch.as_tensor(rows)
@@ -224,34 +235,60 @@ def check_misleading_gates(answer, gates=None, quality=None) -> str:
     level = {name: text_q == QUALITY_LEVELS["text"].index(name) for name in QUALITY_LEVELS["text"]}
     want = means(level["misleading"] & both)
     if same(got, want):
-        return (f"with all three modalities present and a misleading text, the text gets "
-                f"{want['text']:.3f} of the gates (an even split would give 0.333)")
+        return want
     if same(got, means(level["misleading"])):
-        fail("these are the mean gates over ALL samples with a misleading text, the row of the "
-             "table in section 4; it mixes in samples whose image or audio is missing (there the "
-             "text's share is 1/2 or 1). Keep only the samples whose image and audio are present too")
+        fail(f"{where}: these are the mean gates over ALL samples with a misleading text, like the "
+             f"row of the table in section 4; it mixes in samples whose image or audio is missing "
+             f"(there the text's share is 1/2 or 1). Keep only the samples whose image and audio "
+             f"are present too")
     if same(got, means(level["misleading"] & has["image"])) or \
             same(got, means(level["misleading"] & has["audio"])):
-        fail("you removed the samples without an image OR those without audio, not both: keep the "
-             "samples whose image AND audio are present")
+        fail(f"{where}: you removed the samples without an image OR those without audio, not "
+             f"both: keep the samples whose image AND audio are present")
     if same(got, means(both)) or same(got, means(np.ones(len(text_q), dtype=bool))):
-        fail("these are the mean gates over every text quality; keep only the samples whose text "
-             "is misleading")
+        fail(f"{where}: these are the mean gates over every text quality; keep only the samples "
+             f"whose text is misleading")
     for name, rows in level.items():
         if name != "misleading" and (same(got, means(rows & both)) or same(got, means(rows))):
-            fail(f"these are the mean gates over the samples whose text is {name!r}; the text "
-                 f"level 'misleading' has index {QUALITY_LEVELS['text'].index('misleading')}")
+            fail(f"{where}: these are the mean gates over the samples whose text is {name!r}; the "
+                 f"text level 'misleading' has index {QUALITY_LEVELS['text'].index('misleading')}")
     for j, m in enumerate(MODALITY_NAMES[:2]):
         for level_index in range(len(QUALITY_LEVELS[m])):
             rows = quality[:, j] == level_index
             if same(got, means(rows)) or same(got, means(rows & both)):
-                fail(f"these rows were selected with column {j} of quality ({m}); the text "
-                     f"quality is column 2")
+                fail(f"{where}: these rows were selected with column {j} of quality ({m}); the "
+                     f"text quality is column 2")
     given = ", ".join(f"{m} {v:.3f}" for m, v in got.items())
-    fail(f"the answer says {given}, which is not the mean gate of each modality over the samples "
-         f"whose text is misleading and whose image and audio are present; select those rows "
-         f"with the columns of quality and average each column of gates over them")
+    fail(f"{where} it returned {given}, which is not the mean gate of each modality over the "
+         f"samples whose text is misleading and whose image and audio are present; select those "
+         f"rows with the columns of quality and average each column of gates over them")
 
+
+@register("5.4", "the mean gate of each modality on samples with a misleading text and all "
+                 "three modalities present",
+          hint="keep the samples whose TEXT quality is 'misleading' (the text column of quality) "
+               "and whose image and audio are not 'missing' (their columns), then average each "
+               "modality's column of gates over them.")
+def check_misleading_gates(misleading_gate_means, gates=None, quality=None) -> str:
+    if gates is None or quality is None:
+        fail("call the check as check('5.4', misleading_gate_means, gates=gates, "
+             "quality=gate_quality) with the test gates and quality of the lesson")
+    if not callable(misleading_gate_means):
+        fail(f"check('5.4', ...) expects the function misleading_gate_means(gates, quality), "
+             f"which returns the dict of mean gates; got {describe(misleading_gate_means)}. The "
+             f"check runs it on gates of its own first, so a dict of numbers cannot be checked")
+    name = getattr(misleading_gate_means, "__name__", "misleading_gate_means")
+    test_gates, test_quality = _test_gates()
+    got = _gate_dict(f"{name}(gates, quality)",
+                     call(misleading_gate_means, test_gates.clone(), test_quality.copy()))
+    _judge_gate_means(got, test_gates, test_quality, "on 300 random test gates of the check")
+    gates = torch.as_tensor(gates).float()
+    quality = np.asarray(quality)
+    got = _gate_dict(f"{name}(gates, quality)", call(misleading_gate_means, gates, quality))
+    want = _judge_gate_means(got, gates, quality, "on the lesson's gates")
+    return (f"right on the check's random gates; on the lesson's, with all three modalities "
+            f"present and a misleading text, the text gets {want['text']:.3f} of the gates (an "
+            f"even split would give 0.333)")
 
 
 @register("5.5", "a prediction of the fixed-weight grid's test accuracies, recorded before training",

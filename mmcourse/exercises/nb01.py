@@ -78,7 +78,8 @@ def check_normalize(normalize) -> str:
     got = call(normalize, x, mean, std)
     if not torch.equal(x, original):
         fail("normalize(x, mean, std) changed x in place: the caller's images are now "
-             "normalised too; compute a new tensor, e.g. (x - m) / s, instead of x.sub_(...)")
+             "normalised too; return a new tensor computed from x instead of changing x with the "
+             "in-place methods (the ones whose name ends with an underscore, such as sub_)")
     expect_tensor("normalize(x, mean, std)", got, shape=tuple(x.shape))
     wrong_axis = (x - mean) / std  # broadcast along the last dim (width)
     if torch.allclose(got, wrong_axis, atol=1e-5):

@@ -101,6 +101,13 @@ def test_7_3_passes_and_rejects():
     _fails("7.3", capture_rng, "pair of functions")
 
 
+def test_7_3_refuses_the_checkpoint_modules_functions():
+    from mmcourse.checkpoint import rng_state, set_rng_state
+
+    _fails("7.3", (rng_state, set_rng_state), "calls the library's mmcourse.checkpoint.rng_state")
+    _fails("7.3", (lambda: rng_state(), lambda state: set_rng_state(state)), "write it yourself")
+
+
 def test_7_3_leaves_the_callers_generators_alone():
     torch.manual_seed(5)
     before = torch.rand(1)

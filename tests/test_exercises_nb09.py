@@ -105,6 +105,13 @@ def recall(similarity, positives, k):
     return positives.gather(1, top).any(1).float().mean().item()
 
 
+def test_9_2_refuses_the_imported_recall_at_k():
+    from mmcourse.alignment import recall_at_k
+
+    _fails("9.2", lambda s, p, k: recall_at_k(s, torch.eye(s.shape[1]), k, p)[k],
+           "calls the library's mmcourse.alignment.recall_at_k")
+
+
 def test_9_2_passes_and_rejects():
     assert check("9.2", recall).passed
     _fails("9.2", lambda s, p, k: recall(s, p, k + 1), r"top k \+ 1")

@@ -86,6 +86,21 @@ def test_11_1_passes_and_rejects():
     _fails("11.1", with_replacement, "more than once")
 
 
+def test_11_1_refuses_scikit_learns_split():
+    """Section 3 splits with scikit-learn's train_test_split; wrapping it is refused."""
+    from sklearn.model_selection import train_test_split
+
+    def wrapped(labels, fractions=(0.6, 0.2, 0.2), seed=0):
+        labels = np.asarray(labels)
+        index = np.arange(len(labels))
+        train, rest = train_test_split(index, train_size=fractions[0], stratify=labels,
+                                       random_state=seed)
+        val, test = train_test_split(rest, train_size=fractions[1] / (fractions[1] + fractions[2]),
+                                     stratify=labels[rest], random_state=seed)
+        return {"train": train, "val": val, "test": test}
+    _fails("11.1", wrapped, "calls the library's sklearn.model_selection.train_test_split")
+
+
 def test_11_1_not_solved_passes_through():
     def stub(labels, fractions=(0.6, 0.2, 0.2), seed=0):
         raise NotSolved("11.1")
@@ -132,6 +147,12 @@ def test_11_2_passes_and_rejects():
     _fails("11.2", _variant(nan=True), "NaN")
     _fails("11.2", _variant(f1="mean"), "HARMONIC")
     _fails("11.2", _variant(by_total=True), "divided by all")
+
+    def transposed(confusion, classes):        # rows read as predictions: owl's recall is 0 / 0
+        out = per_class_report(confusion.T.contiguous(), classes)
+        out["owl"]["recall"] = float("nan")
+        return out
+    _fails("11.2", transposed, "the recall of 'owl' is NaN: it was divided by owl's COLUMN sum")
 
     def supports_as_shares(confusion, classes):
         out = per_class_report(confusion, classes)

@@ -163,19 +163,24 @@ def check_rng_state(answer) -> str:
     if not (isinstance(answer, tuple) and len(answer) == 2 and all(callable(f) for f in answer)):
         fail(f"answer with the pair of functions (capture_rng, restore_rng), got {describe(answer)}")
     capture, restore = answer
+    from mmcourse.checkpoint import rng_state, set_rng_state
+    from mmcourse.exercises.library_calls import call_without
+
+    library = {rng_state: "mmcourse.checkpoint.rng_state",
+               set_rng_state: "mmcourse.checkpoint.set_rng_state"}
     saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
     try:
         torch.manual_seed(1234)
         np.random.seed(4321)
         random.seed(2143)
         _draw()                                         # the generators are somewhere mid-stream
-        state = call(capture)
+        state = call_without(capture, library)
         first = _draw()
         _draw()                                         # training goes on, then stops
         torch.manual_seed(0)                            # a new process starts from other states
         np.random.seed(0)
         random.seed(0)
-        call(restore, state)
+        call_without(restore, library, state)
         second = _draw()
     finally:
         torch.set_rng_state(saved[0])

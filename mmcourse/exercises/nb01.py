@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from mmcourse.exercises.core import call, expect_close, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 
 def _as_int(name: str, value) -> int:
@@ -171,5 +171,4 @@ def check_quality_prediction(predicted_accuracy) -> str:
 
     accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, QUALITY_LEVELS["image"],
                                 "the test accuracy on images of that quality")
-    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
-    return f"recorded ({recorded}); the next cell measures them"
+    return recorded(accuracy, "the next cell measures them")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 
 @register("2.1", "masked_mean_pool averages the real tokens only",
@@ -143,5 +143,4 @@ def check_cosine_similarity(cosine_similarity) -> str:
 def check_transfer_prediction(predicted_accuracy) -> str:
     accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, ("pretrained", "scratch"),
                                 "a test accuracy")
-    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
-    return f"recorded ({recorded}); the next cells measure them"
+    return recorded(accuracy, "the next cells measure them")

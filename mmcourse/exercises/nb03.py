@@ -6,7 +6,7 @@ import math
 import torch
 
 from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 
 @register("3.1", "hz_to_mel and mel_to_hz convert between hertz and mels",
@@ -173,5 +173,4 @@ def check_quality_prediction(predicted_accuracy) -> str:
 
     accuracy = expect_fractions("predicted_accuracy", predicted_accuracy, QUALITY_LEVELS["audio"],
                                 "the test accuracy on clips of that quality")
-    recorded = ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items())
-    return f"recorded ({recorded}); the next cell measures them"
+    return recorded(accuracy, "the next cell measures them")

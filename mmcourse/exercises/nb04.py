@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.exercises.core import call, expect_close, expect_number, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-4) -> bool:
@@ -275,5 +275,4 @@ FUSIONS_4_5 = ("concat", "late (average)")
                "not the check, says how close you were.")
 def check_fusion_prediction(answer) -> str:
     got = expect_fractions("my_prediction", answer, FUSIONS_4_5, "the predicted accuracy")
-    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
-    return f"recorded ({listed}); section 5 measures them"
+    return recorded(got, "section 5 measures them")

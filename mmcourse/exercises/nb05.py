@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 _DIMS = {"image": 6, "audio": 5, "text": 4}
 
@@ -300,5 +300,4 @@ def check_grid_prediction(answer, settings=None) -> str:
         fail("call the check as check('5.5', my_prediction, settings=grid), so that it knows the "
              "settings of the grid")
     got = expect_fractions("my_prediction", answer, list(settings), "the predicted test accuracy")
-    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
-    return f"recorded ({listed}); the next cell measures them"
+    return recorded(got, "the next cell measures them")

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from mmcourse.exercises.core import (call, describe, expect_close, expect_number, expect_tensor, fail,
                                      register)
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 
 def _reference_attention(q, k, v, key_mask=None, scale=True, dim=-1):
@@ -283,5 +283,4 @@ def check_severity_prediction(answer) -> str:
     from mmcourse.data.course import MODALITY_NAMES
 
     got = expect_fractions("my_prediction", answer, MODALITY_NAMES, "the predicted accuracy")
-    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
-    return f"recorded ({listed}); section 6 measures them"
+    return recorded(got, "section 6 measures them")

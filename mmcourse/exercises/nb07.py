@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.exercises.core import call, describe, expect_close, expect_tensor, fail, register
-from mmcourse.exercises.predictions import expect_fractions
+from mmcourse.exercises.predictions import expect_fractions, recorded
 
 _C = 5
 
@@ -302,5 +302,4 @@ MATCHING_7_5 = ("frozen + concat", "end to end")
                "passes: the next cell measures both.")
 def check_matching_prediction(answer) -> str:
     got = expect_fractions("my_prediction", answer, MATCHING_7_5, "the predicted test accuracy")
-    listed = ", ".join(f"{key} {value:.2f}" for key, value in got.items())
-    return f"recorded ({listed}); the next cell measures them"
+    return recorded(got, "the next cell measures them")

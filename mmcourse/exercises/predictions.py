@@ -2,8 +2,9 @@
 
 Such a check cannot know the answer (the measurement comes after it), so it only validates the
 form of the prediction: a dict with exactly the expected keys, each value a fraction in [0, 1].
-:func:`expect_fractions` does that and fails with a message
-that says what was expected and what was given (the checks of exercises 0.4, 1.5, 2.5, 3.6, 4.5, 5.5, 6.5 and 7.5 use it).
+:func:`expect_fractions` does that and fails with a message that says what was expected and what
+was given (the checks of exercises 0.4, 1.5, 2.5, 3.6, 4.5, 5.5, 6.5 and 7.5 use it);
+:func:`recorded` writes the message of a prediction that passed.
 """
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def expect_fractions(name: str, value: Any, keys: Iterable, what: str) -> dict:
             fail(f"{name}[{key!r}] is {number:g}, but {what} is a fraction between 0 and 1{hint}")
         out[key] = number
     return out
+
+
+def recorded(values: dict, then: str) -> str:
+    """The pass message of a recorded prediction: ``"recorded (key 0.80, ...); " + then``, where
+    ``values`` maps each key to a fraction and ``then`` says what measures it next ("section 5
+    measures them")."""
+    listed = ", ".join(f"{key} {value:.2f}" for key, value in values.items())
+    return f"recorded ({listed}); {then}"

@@ -231,9 +231,9 @@ def _made_up_tables() -> list[tuple[dict, str, float]]:
 
 
 @register("11.3", "deployment_choice picks the row with the best expected accuracy when a sensor fails",
-          hint="for every row, expected accuracy = (1 - p_missing) x its validation accuracy + "
-               "p_missing x its validation accuracy without the modality; return the method with "
-               "the largest value, and that value.")
+          hint="for every row, weigh its two validation columns by how often a deployed sample "
+               "is in each case (it has the modality, it does not) and add them; return the "
+               "method with the largest value, and that value.")
 def check_deployment_choice(deployment_choice, table=None) -> str:
     if table is None:
         fail("call the check as check('11.3', deployment_choice, table=results) with your own "

@@ -247,7 +247,10 @@ def test_fusion_explorer_widgets_respond(page, lab, capsys):
 
         nb.save()
         saved = lab.root_dir / name
-        errors = [e for e in _errors(saved) if e[0] <= nb.notebook_index(index)]
+        # an unsolved exercise above the explorer (5.5 sits in section 2) raises NotSolved in a cell
+        # tagged raises-exception, and JupyterLab goes on; any other error is a failure
+        errors = [e for e in _errors(saved) if e[0] <= nb.notebook_index(index)
+                  and not (e[1] == "NotSolved" and e[2])]
         assert not errors, f"error outputs up to the explorer: {errors}"
         _report(capsys, f"browser: the fusion explorer of {name} responded in JupyterLab "
                         f"({time.monotonic() - start:.0f} s); screenshots in {SHOTS}")

@@ -49,6 +49,21 @@ def test_1_2_passes(capsys):
     assert check("1.2", normalize).passed
 
 
+def test_1_2_and_1_3_refuse_the_ready_made_versions():
+    """Section 3 builds v2.Normalize and the lesson's layers with nn.Conv2d: handing them in is
+    refused, whatever the route."""
+    import torch.nn as nn
+    from torchvision.transforms import v2
+
+    for ready in (lambda x, m, s: v2.functional.normalize(x, m.tolist(), s.tolist()),
+                  lambda x, m, s: v2.Normalize(m.tolist(), s.tolist())(x)):
+        with pytest.raises(ExerciseFailed, match="torchvision.transforms.v2.functional.normalize"):
+            check("1.2", ready)
+    with pytest.raises(ExerciseFailed, match="calls the library's torch.nn.Conv2d"):
+        check("1.3", lambda i, o, k, bias=True: sum(
+            p.numel() for p in nn.Conv2d(i, o, k, bias=bias).parameters()))
+
+
 def _in_place(x, mean, std):
     return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 

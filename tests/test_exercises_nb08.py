@@ -78,8 +78,26 @@ def accumulate_gradients(model, micro_batches):
         (F.cross_entropy(model(x), y) / k).backward()
 
 
+def test_8_1_refuses_torchs_sampler():
+    from torch.utils.data.distributed import DistributedSampler
+
+    _fails("8.1", lambda n, w, r, drop_last=False: list(DistributedSampler(
+        range(n), num_replicas=w, rank=r, shuffle=False, drop_last=drop_last)),
+        "calls the library's torch.utils.data.DistributedSampler")
+
+
 def test_8_3_passes_and_rejects():
     assert check("8.3", accumulate_gradients).passed
+
+    def one_big_batch(model, micro_batches):
+        x = torch.cat([x for x, _ in micro_batches])
+        y = torch.cat([y for _, y in micro_batches])
+        F.cross_entropy(model(x), y).backward()
+    _fails("8.3", one_big_batch, "one forward pass of accumulate_gradients saw")
+
+    from mmcourse.distributed import accumulate
+    _fails("8.3", lambda model, micro: accumulate(model, [{"x": x, "y": y} for x, y in micro]),
+           "calls the library's mmcourse.distributed.accumulate")
 
     def no_division(model, micro_batches):
         for x, y in micro_batches:

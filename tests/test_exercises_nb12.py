@@ -41,7 +41,10 @@ def test_12_3_accepts_latin_squares_other_than_the_generator_s():
     _fails("12.3", lambda a, b, k: (a + b) % k, "generator's own rule")
     _fails("12.3", lambda a, b, k: (b + a) % k, "generator's own rule")
     assert check("12.3", lambda a, b, k: (a - b) % k).passed
-    assert check("12.3", lambda a, b, k: (a + b + 1) % k).passed
+    # the generator's rule with its labels renamed groups the same pairs: refused too
+    _fails("12.3", lambda a, b, k: (a + b + 1) % k, "labels renamed")
+    _fails("12.3", lambda a, b, k: (-(a + b)) % k, "labels renamed")
+    assert check("12.3", lambda a, b, k: (a + 2 * b) % k if k % 2 else (a - b) % k).passed
     assert check("12.3", lambda a, b, k: (2 * a + b + 1) % k if k % 2 else (a + b) % k).passed
 
 

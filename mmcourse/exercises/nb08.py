@@ -36,12 +36,19 @@ def _as_int_list(name: str, value) -> list[int]:
                "cut it to one with drop_last), then rank r takes every world_size-th entry, "
                "starting at r.")
 def check_shard_indices(shard_indices) -> str:
+    from torch.utils.data.distributed import DistributedSampler
+
+    from mmcourse.exercises.library_calls import call_without
+
+    sampler = {DistributedSampler.__init__: "torch.utils.data.DistributedSampler",
+               DistributedSampler.__iter__: "torch.utils.data.DistributedSampler"}
     for drop_last in (False, True):
         for n, world in _SHARD_CASES:
             if drop_last and n < world:
                 continue
             got = [_as_int_list(f"shard_indices({n}, {world}, {r}, drop_last={drop_last})",
-                                call(shard_indices, n, world, r, drop_last=drop_last))
+                                call_without(shard_indices, sampler, n, world, r,
+                                             drop_last=drop_last))
                    for r in range(world)]
             want = [_sampler_indices(n, world, r, drop_last) for r in range(world)]
             if got == want:
@@ -140,6 +147,10 @@ def _grads(model: nn.Module) -> torch.Tensor:
                "micro-batch's mean loss so that the k gradients add up to the mean over all of "
                "them, and do not zero the gradients in between.")
 def check_accumulate_gradients(accumulate_gradients) -> str:
+    from mmcourse.distributed import accumulate
+    from mmcourse.exercises.library_calls import call_without
+
+    library = {accumulate: "mmcourse.distributed.accumulate"}
     for k in (3, 4):
         model, x, y = _toy_problem(k)
         F.cross_entropy(model(x), y).backward()
@@ -147,7 +158,16 @@ def check_accumulate_gradients(accumulate_gradients) -> str:
         model.zero_grad(set_to_none=True)
         micro = list(zip(x.chunk(k), y.chunk(k)))
         params_before = [p.detach().clone() for p in model.parameters()]
-        call(accumulate_gradients, model, micro)
+        seen: list[int] = []
+        hook = model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+        try:
+            call_without(accumulate_gradients, library, model, micro)
+        finally:
+            hook.remove()
+        if seen and max(seen) > len(micro[0][0]):
+            fail(f"one forward pass of accumulate_gradients saw {max(seen)} samples, but each "
+                 f"micro-batch has {len(micro[0][0])}: run the micro-batches one at a time (the "
+                 f"point of accumulation is that a whole batch never has to fit in memory)")
         if any(not torch.equal(a, p.detach()) for a, p in zip(params_before, model.parameters())):
             fail("accumulate_gradients changed the weights; it should only fill .grad (the "
                  "optimizer step comes after it)")

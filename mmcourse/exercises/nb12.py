@@ -67,7 +67,9 @@ def check_synergy_label(synergy_label) -> str:
     for k in (2, 3, 4, 5):
         table = _label_table(synergy_label, k)
         grid = torch.arange(k)
-        generator.append(torch.equal(table, (grid.view(-1, 1) + grid.view(1, -1)) % k))
+        generator_table = (grid.view(-1, 1) + grid.view(1, -1)) % k
+        # the same rule with its labels renamed: every cell with one generator label gets one label
+        generator.append(all(len(torch.unique(table[generator_table == g])) == 1 for g in range(k)))
         full = torch.arange(k)
         for axis, name, other in ((1, "image", "audio"), (0, "audio", "image")):
             for s in range(k):
@@ -80,8 +82,9 @@ def check_synergy_label(synergy_label) -> str:
                          f"the label. Every {name} symbol must leave each of the {k} labels "
                          f"exactly once.")
     if all(generator):
-        fail("that is the generator's own rule, (a + b) mod k, which the text gives: it is right, "
-             "but find another rule with the same property (the table of labels has others)")
+        fail("that is the generator's own rule, (a + b) mod k, which the text gives, or the same "
+             "rule with its labels renamed (the same pairs of symbols share a label): it is right, "
+             "but find a rule that groups the pairs differently (the table of labels has others)")
     return "for k = 2..5, each symbol alone leaves every label equally likely; both fix it"
 
 

@@ -159,7 +159,8 @@ def check_accumulate_gradients(accumulate_gradients) -> str:
         micro = list(zip(x.chunk(k), y.chunk(k)))
         params_before = [p.detach().clone() for p in model.parameters()]
         seen: list[int] = []
-        hook = model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+        hook = model.register_forward_pre_hook(
+            lambda module, args: seen.append(len(args[0]) if args else 0))
         try:
             call_without(accumulate_gradients, library, model, micro)
         finally:

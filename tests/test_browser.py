@@ -6,6 +6,9 @@ autosave off; see tests/browser_support.py) is driven by Playwright in Debian's 
 * notebook 00: Run > Run All Cells; every code cell runs (Run All goes on past the exercise cells,
   which raise NotSolved and carry the tag ``raises-exception``), the figures appear as images,
   and the only errors are the NotSolved of the exercise cells;
+* the Chinese notebook 00 (``zh/``): its title is Chinese, and after its set-up cell the first
+  exercise cell's NotSolved speaks Chinese (the kernel finds its language from the notebook's
+  folder);
 * the fusion explorer (the notebook that calls ``fusion_explorer``, 05): the cells above it run
   (Run > Run All Above Selected Cell), then the explorer cell; the live widgets render (the
   server sets ``MMCOURSE_STATIC_WIDGETS=0``); moving the "sample" slider with the arrow key
@@ -89,6 +92,8 @@ def lab(tmp_path_factory):
     the end, whatever happens."""
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copy(REPO_ROOT / "notebooks" / TOUR, root / TOUR)
+    (root / "zh").mkdir()
+    shutil.copy(REPO_ROOT / "notebooks" / "zh" / TOUR, root / "zh" / TOUR)
     explorer = _explorer_notebook()
     _fast_copy(explorer, root / explorer.name)
     env = {"MMCOURSE_STATIC_WIDGETS": "0",   # the live explorer, not its static figure
@@ -201,6 +206,30 @@ def test_tour_runs_all_in_jupyterlab(page, lab, capsys):
         page.screenshot(path=str(SHOTS / "00_last_exercise.png"))
         _report(capsys, f"browser: notebook 00 ran in JupyterLab in "
                         f"{time.monotonic() - start:.0f} s; screenshots in {SHOTS}")
+
+
+def test_a_chinese_notebook_reads_and_answers_in_chinese(page, lab, capsys):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with _screenshot_on_failure(page, "zh"):
+        start = time.monotonic()
+        nb = LabPage(page, lab, f"zh/{TOUR}")
+        nb.open(OPEN_TIMEOUT)
+        title = page.locator(".jp-MarkdownOutput h1").first
+        title.wait_for(state="visible", timeout=30_000)
+        assert re.search(r"^00 · .*[\u4e00-\u9fff]", title.inner_text()), title.inner_text()
+        # the set-up cell (it imports the checks), then the first exercise, as a learner would
+        for text in ("from mmcourse.exercises import", "# Exercise 0.4"):
+            index = nb.select_code_cell(text)
+            state = nb.run("Run Selected Cell and Do not Advance", TOUR_TIMEOUT, upto=index + 1)
+            assert state["cells"][index]["count"] is not None, f"the cell with {text!r} did not run"
+        cell = page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+        error = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        error.last.wait_for(state="visible", timeout=30_000)
+        shown = cell.locator(".jp-OutputArea").inner_text()
+        assert "练习 0.4 尚未完成" in shown, f"the check did not answer in Chinese: {shown[:300]!r}"
+        cell.screenshot(path=str(SHOTS / "zh_00_exercise.png"))
+        _report(capsys, f"browser: the Chinese notebook 00 opened and its check answered in "
+                        f"Chinese in {time.monotonic() - start:.0f} s")
 
 
 def test_fusion_explorer_widgets_respond(page, lab, capsys):

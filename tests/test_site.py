@@ -22,6 +22,10 @@ from mmcourse.tools.site import build_site, prune_toc
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+ZH_NOTEBOOKS = sorted((ROOT / "solutions" / "zh").glob("[0-9][0-9]_*.ipynb"))
+# Both editions: (solution notebook, its pages' sub-folder, the label of its answers' toggles)
+EDITIONS = [(p, "", "Show solution") for p in NOTEBOOKS] + \
+    [(p, "zh/", "显示参考答案") for p in ZH_NOTEBOOKS]
 # The part each notebook number belongs to (the caption in site/_toc.yml starts with it).
 PARTS = {0: "Part 0-1", 1: "Part 0-1", 2: "Part 0-1", 3: "Part 0-1",
          4: "Part 2", 5: "Part 2", 6: "Part 2", 7: "Part 3", 8: "Part 3",
@@ -148,14 +152,34 @@ def test_navigation_groups_the_notebooks_by_part(site):
             assert captions[0].startswith(expected), \
                 f"{nb_path.name} is under {captions[0]!r}, expected {expected!r}"
     # the parts come in course order
-    firsts = [min(int(Path(h).name[:2]) for h in links if h.startswith("solutions/"))
-              for links in nav.values() if any(h.startswith("solutions/") for h in links)]
+    english = lambda h: h.startswith("solutions/") and not h.startswith("solutions/zh/")  # noqa: E731
+    firsts = [min(int(Path(h).name[:2]) for h in links if english(h))
+              for links in nav.values() if any(english(h) for h in links)]
     assert firsts == sorted(firsts), f"parts out of order: {list(nav)}"
     # every notebook page carries the same navigation
     for nb_path in NOTEBOOKS:
         page_nav = _navigation((site["html"] / "solutions" / f"{nb_path.stem}.html")
                                .read_text(encoding="utf-8"))
         assert list(page_nav) == list(nav), f"{nb_path.stem}.html: sidebar differs"
+
+
+def test_the_chinese_edition_has_its_part_and_a_language_switch(site):
+    assert ZH_NOTEBOOKS, "no Chinese notebooks in solutions/zh"
+    html = site["html"]
+    nav = _navigation((html / "README.html").read_text(encoding="utf-8"))
+    [caption] = [c for c in nav if c.startswith("中文版")]
+    for name in ("README.zh-CN.html", "INSTRUCTORS.zh-CN.html", "translations/zh/GLOSSARY.html"):
+        assert name in nav[caption], f"{name} is not in the Chinese part: {nav[caption]}"
+    for nb_path in ZH_NOTEBOOKS:
+        assert f"solutions/zh/{nb_path.stem}.html" in nav[caption]
+        english = (html / "solutions" / f"{nb_path.stem}.html").read_text(encoding="utf-8")
+        chinese = (html / "solutions" / "zh" / f"{nb_path.stem}.html").read_text(encoding="utf-8")
+        assert f'href="zh/{nb_path.stem}.html"' in english, f"{nb_path.stem}: no link to 中文"
+        assert f'href="../{nb_path.stem}.html"' in chinese, f"{nb_path.stem}: no link to English"
+        title = next(line[2:] for cell in json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+                     if cell["cell_type"] == "markdown"
+                     for line in "".join(cell["source"]).splitlines() if line.startswith("# "))
+        assert title.split("·")[-1].strip() in chinese, f"{nb_path.stem}: Chinese title missing"
 
 
 def test_internal_links_and_assets_resolve(site):
@@ -336,9 +360,9 @@ def test_every_notebook_has_answers_to_hide():
 
 
 def test_answers_are_folded_behind_a_show_solution_toggle(site):
-    for nb_path in NOTEBOOKS:
+    for nb_path, sub, show in EDITIONS:
         answers = _answers(nb_path)
-        text = _Text((site["html"] / "solutions" / f"{nb_path.stem}.html").read_text(
+        text = _Text((site["html"] / "solutions" / f"{sub}{nb_path.stem}.html").read_text(
             encoding="utf-8"))
         open_lines, folded_lines = _Text.lines(text.open), _Text.lines(text.folded)
         for line in answers["code"] + answers["outputs"]:
@@ -350,15 +374,16 @@ def test_answers_are_folded_behind_a_show_solution_toggle(site):
                 f"{nb_path.stem}: written answer {line!r} is not folded"
         labels = [label for _, label in text.summaries]
         for ident in answers["exercises"]:
-            assert any(label.startswith(f"Show solution {ident} ") for label in labels), \
-                f"{nb_path.stem}: no 'Show solution {ident}' toggle among {labels}"
+            toggle = re.compile(rf"^{show} {re.escape(ident)}(?![\d.])")
+            assert any(toggle.match(label) for label in labels), \
+                f"{sub}{nb_path.stem}: no '{show} {ident}' toggle among {labels}"
         # the summary's visible text is its accessible name (no aria-label overriding it)
         assert not [attrs for attrs, _ in text.summaries if "aria-label" in attrs]
 
 
 def test_the_download_of_a_folded_page_is_the_solution_notebook(site):
-    for nb_path in NOTEBOOKS:
-        download = site["html"] / "_sources" / "solutions" / nb_path.name
+    for nb_path, sub, _ in EDITIONS:
+        download = site["html"] / "_sources" / "solutions" / f"{sub}{nb_path.name}"
         nb = json.loads(download.read_text(encoding="utf-8"))
         original = json.loads(nb_path.read_text(encoding="utf-8"))
         assert [c["source"] for c in nb["cells"]] == [c["source"] for c in original["cells"]]
@@ -378,13 +403,14 @@ def test_site_without_solutions_has_no_answer_anywhere(student_site):
     every_file = "\n".join(p.read_text(encoding="utf-8", errors="replace")
                            for p in html.rglob("*") if p.is_file() and p.suffix in
                            (".html", ".js", ".ipynb", ".txt", ".md", ".json"))
-    assert not re.search(r"Exercise \d+\.\d+ passed", every_file), "a check verdict is on the site"
-    for nb_path in NOTEBOOKS:
+    assert not re.search(r"Exercise \d+\.\d+ passed|练习 \d+\.\d+ 通过", every_file), \
+        "a check verdict is on the site"
+    for nb_path, sub, _ in EDITIONS:
         answers = _answers(nb_path)
-        page = html / "notebooks" / f"{nb_path.stem}.html"
-        assert page.is_file(), f"no page for {nb_path.name}"
+        page = html / "notebooks" / f"{sub}{nb_path.stem}.html"
+        assert page.is_file(), f"no page for {sub}{nb_path.name}"
         lines = _Text.lines(_Text(pages[page]).open + _Text(pages[page]).folded)
-        download = json.loads(sources[html / "_sources" / "notebooks" / nb_path.name])
+        download = json.loads(sources[html / "_sources" / "notebooks" / f"{sub}{nb_path.name}"])
         lines |= {line.strip() for cell in download["cells"]
                   for line in "".join(cell["source"]).splitlines() + _output_lines(cell)}
         leaked = [line for line in answers["code"] + answers["outputs"] if line in lines]

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
+from mmcourse.exercises import i18n
 from mmcourse.notebook_format import CHECK_MIMETYPE, EXERCISE_ID_RE, parse_exercise_id
 
 
@@ -37,12 +38,14 @@ class NotSolved(NotImplementedError):
         exercise_id = str(exercise_id)
         if EXERCISE_ID_RE.match(exercise_id):
             self.exercise_id: str | None = exercise_id
-            message = (f'Exercise {exercise_id} is not solved yet: replace the two lines '
-                       f'"# YOUR CODE HERE" / "raise NotSolved(...)" in its cell with your answer '
-                       f'(the hints are in the text above the cell).')
+            message = i18n.frame(
+                "not_solved", i18n.language(),
+                f'Exercise {exercise_id} is not solved yet: replace the two lines '
+                f'"# YOUR CODE HERE" / "raise NotSolved(...)" in its cell with your answer '
+                f'(the hints are in the text above the cell).', id=exercise_id)
         else:
             # Re-created from a finished message, e.g. by a DataLoader worker re-raising it.
-            found = re.search(r"Exercise (\d+\.\d+) is not solved", exercise_id)
+            found = re.search(r"(?:Exercise|练习) (\d+\.\d+) (?:is not solved|尚未完成)", exercise_id)
             self.exercise_id = found.group(1) if found else None
             message = exercise_id
         super().__init__(message)
@@ -65,9 +68,12 @@ class ExerciseFailed(AssertionError):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = f"Exercise {self.exercise_id} failed: {self.message}" if self.exercise_id else self.message
+        lang = i18n.language()
+        text = (i18n.frame("failed", lang, f"Exercise {self.exercise_id} failed: {self.message}",
+                           id=self.exercise_id, message=self.message)
+                if self.exercise_id else self.message)
         if self.hint:
-            text += f"\nHint: {self.hint}"
+            text += "\n" + i18n.frame("hint", lang, f"Hint: {self.hint}", hint=self.hint)
         return text
 
     def __reduce__(self):
@@ -187,39 +193,53 @@ def check(exercise_id: str, answer: Any, **kwargs: Any) -> CheckResult:
     exercise_id = str(exercise_id)
     registered = _lookup(exercise_id)
     ipython = _in_ipython()
+    lang = i18n.language()
+    default_hint = i18n.hint(exercise_id, registered.hint, lang)
+    not_passed = i18n.frame("not_passed_yet", lang,
+                            f"Exercise {exercise_id} not passed yet: see the error below.", id=exercise_id)
     try:
         details = registered.fn(answer, **kwargs)
     except NotSolved as err:
         if ipython:
-            _show(check_bundle(exercise_id, False, str(err),
-                               f"Exercise {err.exercise_id or exercise_id} is not solved yet."))
+            shown = err.exercise_id or exercise_id
+            _show(check_bundle(exercise_id, False, str(err), i18n.frame(
+                "not_solved_short", lang, f"Exercise {shown} is not solved yet.", id=shown)))
         raise _without_grader_frames(err)
     except ExerciseFailed as err:
         if err.exercise_id is None:
             err.exercise_id = exercise_id
-        if err.hint is None:
-            err.hint = registered.hint
+        err.message = i18n.translate(err.message, lang)
+        err.args = (err.message,)
+        err.hint = default_hint if err.hint is None else i18n.translate(err.hint, lang)
         if ipython:
-            _show(check_bundle(exercise_id, False, str(err),
-                               f"Exercise {exercise_id} not passed yet: see the error below."))
+            _show(check_bundle(exercise_id, False, str(err), not_passed))
         if err.__cause__ is not None:
             _without_grader_frames(err.__cause__)
         raise _without_grader_frames(err)
     except Exception as err:
-        failed = ExerciseFailed(f"your code raised {_error_line(err)} while it was being checked; "
-                                f"the traceback above shows where.", exercise_id, registered.hint)
+        failed = ExerciseFailed(i18n.translate(
+            f"your code raised {_error_line(err)} while it was being checked; "
+            f"the traceback above shows where.", lang), exercise_id, default_hint)
         if ipython:
-            _show(check_bundle(exercise_id, False, str(failed),
-                               f"Exercise {exercise_id} not passed yet: see the error below."))
+            _show(check_bundle(exercise_id, False, str(failed), not_passed))
         raise failed from _without_grader_frames(err)
-    message = f"Exercise {exercise_id} passed: {registered.title}"
-    if details:
-        message += f" ({details})"
+    message = passed_line(exercise_id, registered.title, details, lang)
     if ipython:
         _show(check_bundle(exercise_id, True, message))
     else:
         print(message)
     return CheckResult(exercise_id, True, message)
+
+
+def passed_line(exercise_id: str, title: str, details: str | None = None, lang: str = "en") -> str:
+    """``Exercise 0.2 passed: <title> (<details>)``, in ``lang``: what a passed check shows."""
+    title = i18n.title(exercise_id, title, lang)
+    message = i18n.frame("passed", lang, f"Exercise {exercise_id} passed: {title}",
+                         id=exercise_id, title=title)
+    if details:
+        details = i18n.translate(details, lang)
+        message += i18n.frame("details", lang, f" ({details})", details=details)
+    return message
 
 
 _GRADER_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -46,11 +46,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_student(args: argparse.Namespace) -> int:
     from mmcourse.tools.student import NotebookError, make_student_notebooks
+    from mmcourse.tools.translate import TranslationError, editions, build_edition
 
     root = _course_root(args.root)
     try:
         changed = make_student_notebooks(root / "solutions", root / "notebooks", check=args.check)
-    except NotebookError as err:
+        for lang in editions(root):  # the translated editions follow the English solutions
+            changed += build_edition(root, lang, check=args.check)
+    except (NotebookError, TranslationError) as err:
         print(f"mmcourse student: {err}", file=sys.stderr)
         return 1
     if args.check:
@@ -58,7 +61,7 @@ def _cmd_student(args: argparse.Namespace) -> int:
             print("student notebooks out of date with solutions/: " + ", ".join(changed) +
                   "\nrun `mmcourse student` to regenerate them", file=sys.stderr)
             return 1
-        print("student notebooks are in sync with solutions/")
+        print("student notebooks (and translated editions) are in sync with solutions/")
         return 0
     print("regenerated: " + (", ".join(changed) if changed else "nothing (all up to date)"))
     return 0
@@ -94,8 +97,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     only = _only(args.only, "run")
     try:
         results = run_course(root, only=only, out_dir=args.out, solutions=args.solutions,
-                             timeout=args.timeout, quiet=args.json)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: no kernel
+                             timeout=args.timeout, quiet=args.json, lang=args.lang)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: no kernel; ValueError: --lang
         print(f"mmcourse run: {err}", file=sys.stderr)
         return 2
     if args.json:
@@ -251,6 +254,35 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from mmcourse.tools import translate as tr
+
+    root = _course_root(args.root)
+    try:
+        tr.check_language(args.lang)
+        if args.lint is not None:
+            problems = tr.lint_files(root, [Path(p) for p in args.lint] or None, args.lang)
+            for line in problems:
+                print(line)
+            print(f"{len(problems)} problem(s)" if problems else "translation files OK")
+            return 1 if problems else 0
+        if args.update or args.stamp:
+            changed = tr.update_files(root, args.lang, stamp=set(args.stamp or ()))
+            print("updated: " + (", ".join(changed) or "nothing"))
+            return 0
+        if args.check:
+            report = tr.sync_report(root, args.lang)
+            print(report.format())
+            return 1 if report.problems else 0
+        written = tr.build_edition(root, args.lang)
+        print(f"wrote {len(written)} notebook(s)" + (": " + ", ".join(written) if written else
+                                                      " (the edition was up to date)"))
+        return 0
+    except (tr.TranslationError, OSError) as err:
+        print(f"mmcourse translate: {err}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per ``_cmd_*`` function (``bench`` has two)."""
     from mmcourse.data.course import MODALITY_NAMES
@@ -272,11 +304,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="course folder (default: found from the current folder)")
     p.set_defaults(func=_cmd_student)
 
+    p = sub.add_parser("translate", help="build the translated editions (solutions/zh, notebooks/zh) "
+                       "from translations/, or check that they are in sync with the English notebooks")
+    p.add_argument("--lang", default="zh", help="edition language (default zh)")
+    p.add_argument("--check", action="store_true", help="list missing, extra and stale translated "
+                   "cells, lost numbers, notebooks out of date, check messages without a translation")
+    p.add_argument("--lint", nargs="*", metavar="FILE", help="check translation files only "
+                   "(default: all of the language); executes nothing")
+    p.add_argument("--update", action="store_true", help="add English cells that have no "
+                   "translation (marked missing, with the English text), drop removed ones, re-order")
+    p.add_argument("--stamp", nargs="+", metavar="CELL_ID", help="mark these cells' translations as "
+                   "made from the current English source (after updating their text)")
+    p.add_argument("--root", help="course folder (default: found from the current folder)")
+    p.set_defaults(func=_cmd_translate)
+
     p = sub.add_parser("run", help="execute the course notebooks headless with papermill")
     p.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 00,03")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--out", default="runs/latest", help="folder for executed notebooks (default runs/latest)")
     p.add_argument("--solutions", action="store_true", help="run solutions/ instead of the student notebooks")
+    p.add_argument("--lang", default="en", help="edition: en (default) or zh (notebooks/zh, "
+                   "check messages in Chinese)")
     p.add_argument("--timeout", type=_positive_int, default=900,
                    help="seconds allowed per cell (default 900)")
     p.add_argument("--root", help="course folder (default: found from the current folder)")

@@ -103,18 +103,23 @@ def check_kernel(name: str = KERNEL_NAME) -> None:
 
 def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
                out_dir: str | Path = "runs/latest", solutions: bool = False, timeout: int = 900,
-               quiet: bool = False,
-               parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+               quiet: bool = False, parameters: dict[str, Any] | None = None,
+               lang: str = "en") -> list[dict[str, Any]]:
     """Execute the course notebooks in order, each with papermill in its own child process.
 
     Inputs: ``root`` the course folder; ``only`` numbers or names to run (default all);
     ``out_dir`` where executed notebooks go (relative to the current folder, created);
     ``solutions`` run ``solutions/`` instead of the student ``notebooks/``; ``timeout`` seconds
     per cell; ``quiet`` no progress lines on stderr; ``parameters`` values papermill injects after
-    each notebook's ``parameters`` cell (e.g. ``{"EPOCHS": 1}``; default none).
+    each notebook's ``parameters`` cell (e.g. ``{"EPOCHS": 1}``; default none); ``lang`` the
+    edition (``"zh"``: ``notebooks/zh/`` or ``solutions/zh/``, check messages in Chinese).
     Output: one dict per notebook (see :func:`run_notebook`). A failure does not stop the run.
     """
     folder = Path(root) / ("solutions" if solutions else "notebooks")
+    if lang != "en":
+        from mmcourse.tools.translate import check_language
+
+        folder = folder / check_language(lang)
     if not folder.is_dir():
         raise FileNotFoundError(f"expected a folder {folder} with the course notebooks; "
                                 f"is {root} the course folder?")
@@ -125,7 +130,7 @@ def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
     results = []
     for number, path in enumerate(paths, 1):
         result = run_notebook(path, out / path.name, solutions=solutions, timeout=timeout,
-                              parameters=parameters)
+                              parameters=parameters, lang=lang)
         results.append(result)
         if not quiet:
             print(f"[{number}/{len(paths)}] {_progress_line(result)}", file=sys.stderr, flush=True)
@@ -133,10 +138,12 @@ def run_course(root: str | Path, only: Iterable[str | int] | str | None = None,
 
 
 def run_notebook(path: str | Path, output: str | Path, solutions: bool = False,
-                 timeout: int = 900, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+                 timeout: int = 900, parameters: dict[str, Any] | None = None,
+                 lang: str = "en") -> dict[str, Any]:
     """Execute one notebook with papermill (kernel ``mmcourse``, cwd = the notebook's folder) in a
     child process, and classify the result. ``parameters`` (JSON-serialisable) are injected after
-    the notebook's ``parameters`` cell.
+    the notebook's ``parameters`` cell. ``lang``: the language of the check messages
+    (``MMCOURSE_LANG`` in the kernel's environment).
 
     Output: ``{"notebook": stem, "status": "ok"|"failed", "wall_s": float, "peak_mb": int (the
     kernel's peak RSS; 0 where it cannot be measured), "metric": dict (the last metrics output),
@@ -157,7 +164,8 @@ def run_notebook(path: str | Path, output: str | Path, solutions: bool = False,
                 "runpy.run_path(sys.argv[0], run_name='__main__')")
         proc = subprocess.run([sys.executable, "-c", boot,
                                str(Path(papermill_child.__file__).resolve()), json.dumps(spec)],
-                              env=kernel_env(), capture_output=True, text=True)
+                              env={**kernel_env(), "MMCOURSE_LANG": lang},
+                              capture_output=True, text=True)
         child = (json.loads(Path(spec["result"]).read_text())
                  if Path(spec["result"]).exists() else None)
     if child is None:
@@ -321,6 +329,10 @@ def refresh_solutions(root: str | Path, only: Iterable[str | int] | str | None =
 
     regenerated = make_student_notebooks(root / "solutions", root / "notebooks",
                                          only=None if only is None else [p.name for p in paths])
+    from mmcourse.tools.translate import build_edition, editions
+
+    for lang in editions(root):  # a translated edition copies the English code cells' outputs
+        regenerated += build_edition(root, lang)
     yield ("student notebooks regenerated: " + ", ".join(regenerated) if regenerated
            else "student notebooks: all up to date")
 

@@ -41,7 +41,10 @@ from mmcourse.tools.site_pages import drop_course_mimetypes, folded_notebook, st
 from mmcourse.tools.student import NotebookError
 
 # Files of the repository the site shows besides the notebooks (missing ones are skipped).
-PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "BENCHMARKS.md", "datasets/README.md")
+PAGES = ("README.md", "CONTRIBUTING.md", "INSTRUCTORS.md", "BENCHMARKS.md", "datasets/README.md",
+         "README.zh-CN.md", "INSTRUCTORS.zh-CN.md", "translations/zh/GLOSSARY.md")
+#: The language switch put at the top of each notebook's page (English page, translated page).
+SWITCH = {"zh": ("English · [中文](zh/{name})", "[English](../{name}) · 中文")}
 DEFAULT_OUT = "site/_build"
 
 
@@ -104,14 +107,18 @@ def prune_toc(toc: dict, src: Path) -> tuple[dict, list[str]]:
     return toc, dropped
 
 
-def _stage_notebook(path: Path, dest: Path, solutions: bool) -> None:
+def _stage_notebook(path: Path, dest: Path, solutions: bool, switch: str | None = None) -> None:
     """Write the page version of solution notebook ``path`` to ``dest``: its answers folded
-    (``solutions=True``) or its student version with the lesson cells' outputs."""
+    (``solutions=True``) or its student version with the lesson cells' outputs; ``switch``, a
+    markdown line put above the page's first cell (the language switch)."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     try:
         page = folded_notebook(nb) if solutions else student_notebook(nb, path.name)
     except NotebookError as err:
         raise SiteError(f"cannot make the page of {path.name}: {err}") from err
+    if switch:
+        page["cells"].insert(0, {"cell_type": "markdown", "id": "mmcourse-language-switch",
+                                 "metadata": {}, "source": switch})
     dest.write_text(json.dumps(page, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -149,8 +156,15 @@ def stage_sources(root: Path, src: Path, solutions: bool = True) -> list[str]:
     notebooks = sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
         raise SiteError(f"no solution notebooks in {root / 'solutions'}")
+    editions = [lang for lang in SWITCH if (root / "solutions" / lang).is_dir()]
     for nb in notebooks:
-        _stage_notebook(nb, src / folder / nb.name, solutions)
+        translated = [lang for lang in editions if (root / "solutions" / lang / nb.name).is_file()]
+        switch = " | ".join(SWITCH[lang][0].format(name=nb.name) for lang in translated)
+        _stage_notebook(nb, src / folder / nb.name, solutions, switch or None)
+        for lang in translated:  # the edition's page, from its solution notebook
+            (src / folder / lang).mkdir(exist_ok=True)
+            _stage_notebook(root / "solutions" / lang / nb.name, src / folder / lang / nb.name,
+                            solutions, SWITCH[lang][1].format(name=nb.name))
     # Served as _static/mathjax (html_static_path in _config.yml). Not in a _static folder of the
     # sources: Jupyter Book would add every .js file there to every page.
     shutil.copytree(_mathjax_dir(), src / "_vendor" / "mathjax",
@@ -185,8 +199,9 @@ def _finish_html(html: Path, root: Path, solutions: bool) -> None:
         if _MYSTNB_SUMMARY in text:
             page.write_text(text.replace(_MYSTNB_SUMMARY, "<summary>"), encoding="utf-8")
     if solutions:
-        for source in (html / "_sources" / "solutions").glob("*.ipynb"):
-            nb = drop_course_mimetypes(json.loads((root / "solutions" / source.name).read_text(
+        for source in (html / "_sources" / "solutions").rglob("*.ipynb"):
+            relative = source.relative_to(html / "_sources" / "solutions")
+            nb = drop_course_mimetypes(json.loads((root / "solutions" / relative).read_text(
                 encoding="utf-8")))
             source.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
                               encoding="utf-8")

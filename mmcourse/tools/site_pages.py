@@ -35,7 +35,20 @@ from mmcourse.tools.student import student_version
 
 MD_REGION_BODY_RE = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(.*?)<!--\s*END SOLUTION\s*-->",
                                re.DOTALL)
-MD_EXERCISE_RE = re.compile(r"Exercise (\d+\.\d+)")
+MD_EXERCISE_RE = re.compile(r"(?:Exercise|练习) (\d+\.\d+)")
+#: The fold labels per edition language (a notebook's ``metadata.mmcourse.lang``).
+LABELS = {
+    "en": {"show": "Show {what}", "hide": "Hide {what}", "solution": "solution {id}",
+           "solution_typed": "solution {id} ({{type}})", "result": "the result of exercise {id}",
+           "dropdown": "Show solution {id}", "dropdown_plain": "Show solution"},
+    "zh": {"show": "显示{what}", "hide": "隐藏{what}", "solution": "参考答案 {id}",
+           "solution_typed": "参考答案 {id}（{{type}}）", "result": "练习 {id} 的结果",
+           "dropdown": "显示参考答案 {id}", "dropdown_plain": "显示参考答案"},
+}
+
+
+def _labels(nb: dict) -> dict:
+    return LABELS.get(nb.get("metadata", {}).get("mmcourse", {}).get("lang", "en"), LABELS["en"])
 
 
 def _source(cell: dict) -> str:
@@ -77,33 +90,34 @@ def solution_pieces(source: str) -> list[tuple[bool, str]]:
     return out
 
 
-def _piece_cell(cell: dict, number: int, text: str, tags: list[str], prompt: str | None) -> dict:
+def _piece_cell(cell: dict, number: int, text: str, tags: list[str], prompt: str | None,
+                labels: dict) -> dict:
     piece = {"cell_type": "code", "execution_count": None, "metadata": {"tags": tags},
              "outputs": [], "source": text}
     if "id" in cell:
         piece["id"] = f"{cell['id']}-{number}"
     if prompt:
-        piece["metadata"]["mystnb"] = {"code_prompt_show": f"Show {prompt}",
-                                       "code_prompt_hide": f"Hide {prompt}"}
+        piece["metadata"]["mystnb"] = {"code_prompt_show": labels["show"].format(what=prompt),
+                                       "code_prompt_hide": labels["hide"].format(what=prompt)}
     return piece
 
 
-def _fold_code_cell(cell: dict, ident: str) -> list[dict]:
+def _fold_code_cell(cell: dict, ident: str, labels: dict) -> list[dict]:
     pieces = solution_pieces(_source(cell))
     cells = []
     for number, (inside, text) in enumerate(pieces):
         cells.append(_piece_cell(cell, number, text, ["hide-input"] if inside else [],
-                                 f"solution {ident}" if inside else None))
+                                 labels["solution"].format(id=ident) if inside else None, labels))
     if cell.get("outputs"):
         last = cells[-1]
         last["outputs"] = copy.deepcopy(cell["outputs"])
         last["execution_count"] = cell.get("execution_count")
         last["metadata"]["tags"].append("hide-output")
         # a region that ends the cell gets two toggles; MyST-NB puts "source" / "output" in {type}
-        prompt = f"solution {ident} ({{type}})" if "mystnb" in last["metadata"] else \
-            f"the result of exercise {ident}"
-        last["metadata"]["mystnb"] = {"code_prompt_show": f"Show {prompt}",
-                                      "code_prompt_hide": f"Hide {prompt}"}
+        prompt = labels["solution_typed"].format(id=ident) if "mystnb" in last["metadata"] else \
+            labels["result"].format(id=ident)
+        last["metadata"]["mystnb"] = {"code_prompt_show": labels["show"].format(what=prompt),
+                                      "code_prompt_hide": labels["hide"].format(what=prompt)}
     return cells
 
 
@@ -113,26 +127,27 @@ def _dropdown(label: str, body: str) -> str:
     return f"\n\n{fence}{{dropdown}} {label}\n{body.strip()}\n{fence}\n\n"
 
 
-def _fold_markdown(source: str) -> str:
+def _fold_markdown(source: str, labels: dict = LABELS["en"]) -> str:
     def replace(match: re.Match) -> str:
         before = MD_EXERCISE_RE.findall(source[: match.start()])
-        label = f"Show solution {before[-1]}" if before else "Show solution"
+        label = labels["dropdown"].format(id=before[-1]) if before else labels["dropdown_plain"]
         return _dropdown(label, match.group(1))
 
     return MD_REGION_BODY_RE.sub(replace, source)
 
 
 def folded_notebook(nb: dict) -> dict:
-    """The solution notebook ``nb`` with every answer folded (see the module docstring); ``nb``
-    is not changed."""
+    """The solution notebook ``nb`` with every answer folded (see the module docstring; the labels
+    in the notebook's edition language); ``nb`` is not changed."""
     out = drop_course_mimetypes(copy.deepcopy(nb))
+    labels = _labels(nb)
     cells = []
     for cell in out.get("cells", []):
         ident = exercise_id(cell)
         if ident and (CODE_BEGIN in _source(cell) or cell.get("outputs")):
-            cells += _fold_code_cell(cell, ident)
+            cells += _fold_code_cell(cell, ident, labels)
         elif cell.get("cell_type") == "markdown" and MD_REGION_RE.search(_source(cell)):
-            cells.append(dict(cell, source=_fold_markdown(_source(cell))))
+            cells.append(dict(cell, source=_fold_markdown(_source(cell), labels)))
         else:
             cells.append(cell)
     out["cells"] = cells

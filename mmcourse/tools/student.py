@@ -41,6 +41,8 @@ from mmcourse.notebook_format import (CODE_BEGIN, CODE_END, LOOSE_HEADER_RE, MD_
 from mmcourse.notebook_format import notebook_number as _number
 
 MD_STUB = "*Your answer here.*"
+#: The stub of a written answer per edition language (a notebook's ``metadata.mmcourse.lang``).
+MD_STUBS = {"en": MD_STUB, "zh": "*在此写下你的答案。*"}
 CHECK_CALL_RE = re.compile(r"(?<![\w.])check\(\s*[\"']([^\"']*)[\"']")
 IMPORT_RE = re.compile(r"from\s+mmcourse\.exercises(?:\.core)?\s+import\s+(\([^)]*\)|[^\n]*)")
 VOLATILE_NOTEBOOK_KEYS = ("papermill", "widgets", "execution")
@@ -98,7 +100,7 @@ def _stub_code(lines: list[str], regions: list[tuple[int, int, str]], exercise_i
     return "\n".join(out)
 
 
-def _student_markdown(source: str, where: str) -> str:
+def _student_markdown(source: str, where: str, stub: str = MD_STUB) -> str:
     expect = "BEGIN"
     for match in MD_MARKER_RE.finditer(source):
         if match.group(1) != expect:
@@ -112,7 +114,7 @@ def _student_markdown(source: str, where: str) -> str:
         if line.strip() in (CODE_BEGIN, CODE_END):
             raise NotebookError(f"{where}: markdown cells mark written answers with "
                                 f"<!-- BEGIN SOLUTION --> / <!-- END SOLUTION -->, not '{line.strip()}'")
-    return MD_REGION_RE.sub(MD_STUB, source)
+    return MD_REGION_RE.sub(stub, source)
 
 
 def student_version(nb: NotebookNode, name: str) -> NotebookNode:
@@ -121,6 +123,7 @@ def student_version(nb: NotebookNode, name: str) -> NotebookNode:
     breaks the conventions in this module's docstring."""
     number = notebook_number(name)
     out = copy.deepcopy(nb)
+    stub = MD_STUBS.get(out.metadata.get("mmcourse", {}).get("lang", "en"), MD_STUB)
     for key in VOLATILE_NOTEBOOK_KEYS:
         out.metadata.pop(key, None)
 
@@ -137,7 +140,7 @@ def student_version(nb: NotebookNode, name: str) -> NotebookNode:
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
         if cell.cell_type == "markdown":
-            cell.source = _student_markdown(cell.source, where)
+            cell.source = _student_markdown(cell.source, where, stub)
             continue
         if cell.cell_type != "code":
             continue

@@ -80,6 +80,16 @@ else
         fi
     fi
 fi
+# Optional: a Chinese font (Debian's fonts-wqy-zenhei, 7 MB) so that the browser test's
+# screenshots of the Chinese notebook show characters, not boxes; where fontconfig knows none and
+# apt-get can be used. Never fails the set-up.
+if [ "${MMCOURSE_SKIP_BROWSER:-0}" != "1" ] && command -v fc-list >/dev/null 2>&1 &&
+   [ -z "$(fc-list :lang=zh 2>/dev/null | head -n 1)" ] && command -v apt-get >/dev/null 2>&1 &&
+   [ "$(apt_prefix)" != "none" ]; then
+    echo "setup: browser test: installing a Chinese font (fonts-wqy-zenhei)"
+    $(apt_prefix) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei \
+        >/dev/null 2>&1 || echo "setup: browser test: could not install fonts-wqy-zenhei (set-up continues)"
+fi
 # Optional: bubblewrap, the sandbox `mmcourse grade` runs each submission in (without it grading
 # refuses, or runs unsandboxed with --no-sandbox). Installed like Chromium above, only where it is
 # missing and apt-get can be used; skip it with MMCOURSE_SKIP_SANDBOX=1. Never fails the set-up.

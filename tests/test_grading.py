@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import uuid
 from pathlib import Path
@@ -403,6 +404,20 @@ def test_the_reference_is_chosen_by_the_notebook_number(tmp_path):
     for timeout in (0, -1, math.inf, math.nan):
         with pytest.raises(GradingError, match="--timeout"):
             check_grade_arguments([], timeout=timeout, root=root)
+
+
+@needs_bwrap
+def test_a_chinese_notebook_is_graded_against_the_english_reference(tmp_path):
+    # a learner's copy of the Chinese solution notebook 00 (the exercises are the English ones)
+    submission = tmp_path / "li_00_setup_and_tour.ipynb"
+    shutil.copy(CHECKOUT / "solutions" / "zh" / "00_setup_and_tour.ipynb", submission)
+    assert find_reference(submission) == CHECKOUT / "solutions" / "00_setup_and_tour.ipynb"
+    result = grade_notebook(submission, timeout=300)
+    assert result["error"] is None, result["error"]
+    ids = [row["id"] for row in result["exercises"]]
+    assert sorted(ids) == ["0.1", "0.2", "0.3", "0.4"], ids
+    failed = [row for row in result["exercises"] if not row["passed"]]
+    assert not failed, failed
 
 
 def test_the_sandbox_command_hides_the_grader(tmp_path):

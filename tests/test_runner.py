@@ -214,6 +214,24 @@ def test_cli_run_json(tmp_path):
     assert "[1/1]" not in proc.stderr  # --json runs quietly
 
 
+def test_run_course_runs_the_chinese_edition_in_chinese(tmp_path):
+    course = tmp_path / "course"
+    (course / "notebooks" / "zh").mkdir(parents=True)
+    nbformat.write(_notebook(
+        ("x = 1", ["parameters"]),
+        ("from mmcourse.exercises import NotSolved", []),
+        ("# Exercise 0.1\n# YOUR CODE HERE\nraise NotSolved('0.1')", [RAISES_TAG]),
+    ), course / "notebooks" / "zh" / "00_light.ipynb")
+    [result] = run_course(course, out_dir=tmp_path / "out", quiet=True, lang="zh")
+    assert result["status"] == "ok" and result["unsolved"] == ["0.1"]
+    nb = nbformat.read(result["output"], as_version=4)
+    errors = [out["evalue"] for cell in nb.cells for out in cell.get("outputs", [])
+              if out.get("output_type") == "error"]
+    assert len(errors) == 1 and "练习 0.1 尚未完成" in errors[0], errors
+    with pytest.raises(ValueError, match="no edition in language 'fr'"):
+        run_course(course, lang="fr")
+
+
 # ------------------------------------------------------------------------------------------------
 # refresh_solutions
 

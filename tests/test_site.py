@@ -4,7 +4,9 @@ part, every internal link and local asset resolves, and no page loads a script o
 internet. The answers: folded behind a "Show solution N.M" <details> toggle (opened with the
 keyboard in headless Chromium when Playwright and Chromium are there), or, in the build without
 solutions (built once more), absent from every file of the site while the lesson outputs stay.
-About 30-60 s on 2 cores per build."""
+Both editions: the Chinese pages (solutions/zh) have their part, a language switch and their
+answers folded or left out in the same way.
+About 90 s on 2 cores per build (both editions)."""
 from __future__ import annotations
 
 import json

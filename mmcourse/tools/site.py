@@ -17,6 +17,11 @@ The website does not hand out the answers (:mod:`mmcourse.tools.site_pages` make
   ``notebooks/NN_topic``) with the committed outputs of the lesson cells, none of the exercise
   cells.
 
+The Chinese edition (``solutions/zh/``, or ``notebooks/zh/`` without solutions) has pages of its
+own, under ``solutions/zh/NN_topic``, with ``README.zh-CN.md``, ``INSTRUCTORS.zh-CN.md`` and the
+glossary in a part of the navigation; every notebook page starts with a language switch (a link
+to the same notebook in the other language).
+
 Offline: nothing is fetched while building or when reading the site. MathJax 2.7 is copied from
 the pinned PyPI package ``jupyter-server-mathjax``; the notebooks store no widget state, so no
 widget manager is loaded. Navigation by part comes from ``site/_toc.yml``; entries whose file or

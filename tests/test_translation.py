@@ -274,3 +274,15 @@ def test_student_stub_follows_the_notebooks_language():
 def test_run_refuses_an_unknown_language(capsys):
     assert cli_main(["run", "--lang", "fr", "--only", "00"]) == 2
     assert "no edition in language 'fr'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_messages_and_hints_with_braces_print_in_both_languages(monkeypatch, lang):
+    # 5.5's hint and message quote a dict ({'equal (1/3 each)': ...}): braces that no template
+    # may read as its own fields
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    with pytest.raises(ExerciseFailed) as failed:
+        check("5.5", {"image only": 0.5})
+    text = str(failed.value)
+    assert text.startswith("Exercise 5.5 failed" if lang == "en" else "练习 5.5 未通过")
+    assert "{'" in text and ("Hint:" in text or "提示：" in text)

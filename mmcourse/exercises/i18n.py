@@ -62,9 +62,10 @@ def language() -> str:
 
 
 def frame(key: str, lang: str, english: str, **values: str) -> str:
-    """The framing text ``key`` in ``lang`` (``english``, formatted, when there is none)."""
-    template = FRAMES.get(lang, {}).get(key, english)
-    return template.format(**values)
+    """The framing text ``key`` in ``lang``, filled in with ``values``; ``english`` (the finished
+    English text, returned as it is) when ``lang`` has none."""
+    template = FRAMES.get(lang, {}).get(key)
+    return english if template is None else template.format(**values)
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""The Chinese edition (mmcourse.tools.translate, mmcourse.exercises.i18n): in sync with the
+"""The Chinese edition (mmcourse.tools.translate, translation_check, mmcourse.exercises.i18n): in sync with the
 English course by construction.
 
 The repository's edition passes the sync check; on a copy of the course, editing one English
@@ -19,6 +19,7 @@ import pytest
 from mmcourse.exercises import ExerciseFailed, NotSolved, check, i18n
 from mmcourse.notebook_format import CHECK_MIMETYPE, exercise_id
 from mmcourse.tools import translate as tr
+from mmcourse.tools import translation_check as tc
 from mmcourse.tools.cli import main as cli_main
 from mmcourse.tools.student import student_version
 
@@ -34,7 +35,7 @@ def _cells(nb) -> list:
 # ------------------------------------------------------------------ the repository's edition
 
 def test_the_chinese_edition_is_complete_and_in_sync():
-    report = tr.sync_report(ROOT, "zh")
+    report = tc.sync_report(ROOT, "zh")
     assert not report.problems, "the Chinese edition is out of sync:\n" + report.format()
     english_cells = sum(len(_cells(nbformat.read(p, as_version=4))) for p in ENGLISH)
     assert report.cells == english_cells
@@ -55,7 +56,7 @@ def test_code_cells_and_outputs_are_the_english_ones():
         for en, zh in zip(english.cells, chinese.cells):
             assert en.cell_type == zh.cell_type
             if en.cell_type != "code":
-                assert tr.CJK_RE.search(zh.source) or not tr.WORD_RE.search(en.source), \
+                assert tc.CJK_RE.search(zh.source) or not tc.WORD_RE.search(en.source), \
                     f"{path.name} {en.id}: markdown left in English"
                 continue
             assert zh.source == en.source, f"{path.name} {en.id}: the code differs"
@@ -97,7 +98,7 @@ def course(tmp_path):
         shutil.copy(ROOT / folder / f"{NAME}.ipynb", tmp_path / folder)
     (tmp_path / "translations" / "zh").mkdir(parents=True)
     shutil.copy(ROOT / "translations" / "zh" / f"{NAME}.md", tmp_path / "translations" / "zh")
-    assert not tr.sync_report(tmp_path, "zh").problems
+    assert not tc.sync_report(tmp_path, "zh").problems
     return tmp_path
 
 
@@ -110,7 +111,7 @@ def _edit(path: Path, cell_type: str, change) -> str:
 
 
 def _problems(root: Path) -> str:
-    return "\n".join(tr.sync_report(root, "zh").problems)
+    return "\n".join(tc.sync_report(root, "zh").problems)
 
 
 def test_an_english_cell_edited_without_its_translation_is_stale(course):
@@ -124,14 +125,14 @@ def test_an_english_cell_edited_without_its_translation_is_stale(course):
     path.write_text(tr.render_translation("zh", f"{NAME}.ipynb", list(cells.values())), encoding="utf-8")
     tr.update_files(course, "zh", stamp={cell})
     tr.build_edition(course, "zh")
-    assert not tr.sync_report(course, "zh").problems
+    assert not tc.sync_report(course, "zh").problems
 
 
 def test_a_translated_code_cell_that_differs_is_caught(course):
     _edit(course / "solutions" / "zh" / f"{NAME}.ipynb", "code", lambda s: s + "\nprint('extra')")
     assert f"solutions/zh/{NAME}.ipynb: out of date" in _problems(course)
     tr.build_edition(course, "zh")  # the build restores the English code
-    assert not tr.sync_report(course, "zh").problems
+    assert not tc.sync_report(course, "zh").problems
 
 
 def test_an_english_code_change_makes_the_edition_out_of_date(course):
@@ -155,7 +156,7 @@ def test_a_lost_number_missing_extra_and_untranslated_cells_are_caught(course):
     def change(cells):
         for cell in cells:
             if cell.cell_id == with_number.id:
-                cell.text = tr.NUMBER_RE.sub("若干", cell.text)
+                cell.text = tc.NUMBER_RE.sub("若干", cell.text)
         cells[1].text = english[1].source  # left in English
         del cells[2]                        # missing
         cells.append(tr.Cell("nb00-999", cells[0].state, "多出来的单元格"))
@@ -198,8 +199,8 @@ def test_bad_translation_files_get_clear_errors(tmp_path):
 
 def test_cell_problems_ignore_wrapped_code_and_keep_formulas():
     english = "Call `f(a,\nb)` with $x_1$ on 3 samples (0.889)."
-    assert tr.cell_problems(english, "用 3 个样本调用 `f(a,\nb)`，$x_1$（0.889）。") == []
-    problems = tr.cell_problems(english, "用 3 个样本调用 `f(a, b)`，$x_2$（0.89）。")
+    assert tc.cell_problems(english, "用 3 个样本调用 `f(a,\nb)`，$x_1$（0.889）。") == []
+    problems = tc.cell_problems(english, "用 3 个样本调用 `f(a, b)`，$x_2$（0.89）。")
     assert any("code or formulas" in p for p in problems)
     assert any("numbers of the English text missing: 0.889" in p for p in problems)
 
@@ -224,14 +225,14 @@ def test_language_comes_from_the_environment_or_the_folder(monkeypatch, tmp_path
 def test_templates_match_whole_messages_and_fill_in_values():
     translated = i18n.translate("normalise(x) returned shape (3, 32) but (32, 3) was expected", "zh")
     assert "normalise(x)" in translated and "(3, 32)" in translated and "(32, 3)" in translated
-    assert "was expected" not in translated and tr.CJK_RE.search(translated)
+    assert "was expected" not in translated and tc.CJK_RE.search(translated)
     unknown = "a message no check writes"
     assert i18n.translate(unknown, "zh") == unknown  # the English is the fallback
     assert i18n.translate("anything", "en") == "anything"
 
 
 def test_every_catalog_entry_formats_and_most_messages_are_translated():
-    problems, fallbacks, (done, total) = tr.message_report("zh")
+    problems, fallbacks, (done, total) = tc.message_report("zh")
     assert problems == []
     assert done / total > 0.9, f"only {done} of {total} check messages are translated"
     source = i18n.source_templates()

@@ -52,7 +52,7 @@ def language() -> str:
     if given:
         return given if given in LANGUAGES else "en"
     session = os.environ.get("JPY_SESSION_NAME", "")
-    if session and "zh" in Path(session).parent.parts[-1:]:
+    if session and Path(session).parent.name == "zh":
         return "zh"
     try:
         here = Path.cwd()

@@ -256,12 +256,13 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
 def _cmd_translate(args: argparse.Namespace) -> int:
     from mmcourse.tools import translate as tr
+    from mmcourse.tools.translation_check import lint_files, sync_report
 
     root = _course_root(args.root)
     try:
         tr.check_language(args.lang)
         if args.lint is not None:
-            problems = tr.lint_files(root, [Path(p) for p in args.lint] or None, args.lang)
+            problems = lint_files(root, [Path(p) for p in args.lint] or None, args.lang)
             for line in problems:
                 print(line)
             print(f"{len(problems)} problem(s)" if problems else "translation files OK")
@@ -271,7 +272,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
             print("updated: " + (", ".join(changed) or "nothing"))
             return 0
         if args.check:
-            report = tr.sync_report(root, args.lang)
+            report = sync_report(root, args.lang)
             print(report.format())
             return 1 if report.problems else 0
         written = tr.build_edition(root, args.lang)

@@ -15,7 +15,7 @@ a translated code cell cannot differ from the English one; only the lines a chec
 shown in the edition's language (what a learner running it sees, :mod:`mmcourse.exercises.i18n`).
 The student edition (``notebooks/<lang>/``) is made from it by :mod:`mmcourse.tools.student`.
 
-:func:`sync_report` lists what is out of sync: English markdown cells without a translation
+:func:`mmcourse.tools.translation_check.sync_report` lists what is out of sync: English markdown cells without a translation
 (*missing*), translations of cells that no longer exist (*extra*), translations made from an older
 English source (*stale*), numbers the English cell quotes that its translation lacks, markdown
 solution markers that differ, and translated notebooks on disk that differ from what the build
@@ -25,23 +25,20 @@ any entry.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
-from mmcourse.notebook_format import CHECK_MIMETYPE, MD_MARKER_RE, NOTEBOOK_NAME_RE
+from mmcourse.notebook_format import CHECK_MIMETYPE, NOTEBOOK_NAME_RE
 
 #: Languages with an edition: code -> (folder name, name in that language).
 LANGUAGES = {"zh": "简体中文"}
 MARKER_RE = re.compile(r"^<!-- cell (?P<id>\S+) (?P<state>en:(?P<hash>[0-9a-f]{16})|missing) -->$")
 HEADER = ("<!-- mmcourse translation ({lang}) of solutions/{name}. Translate the text under each "
           "cell marker; keep the markers. 'mmcourse translate --check' lists what is out of sync. -->")
-NUMBER_RE = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 
 
 class TranslationError(ValueError):
@@ -144,77 +141,6 @@ def update_translation(english: NotebookNode, existing: dict[str, Cell], lang: s
     return render_translation(lang, name, cells)
 
 
-# ---------------------------------------------------------------- checking a translation
-
-CJK_RE = re.compile(r"[\u4e00-\u9fff]")
-# Inline code and formulas may wrap onto a second line, never over a blank line.
-CODE_SPAN_RE = re.compile(r"```.*?```|`(?:[^`\n]|\n(?!\n))+`", re.DOTALL)
-FORMULA_RE = re.compile(r"\$\$.*?\$\$|\$(?:[^$\n]|\n(?!\n))+\$", re.DOTALL)
-DETAILS_RE = re.compile(r"<details\b|<summary\b")
-WORD_RE = re.compile(r"[A-Za-z]{3,}")
-#: A number in running text: digits not glued to a word ("nb05", "x2" are names, not numbers).
-NUMBER_RE = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,]\d+)*")
-
-
-def _protected(text: str) -> tuple[list[str], str]:
-    """The code spans and formulas of ``text`` (kept verbatim in a translation) and the prose left."""
-    kept = CODE_SPAN_RE.findall(text)
-    prose = CODE_SPAN_RE.sub(" ", text)
-    kept += FORMULA_RE.findall(prose)
-    return kept, FORMULA_RE.sub(" ", prose)
-
-
-def cell_problems(english: str, translated: str) -> list[str]:
-    """What a translation of the English markdown ``english`` lacks: numbers written with digits,
-    code spans and formulas (verbatim), solution markers, ``<details>``/``<summary>`` blocks, and
-    Chinese text where the English has prose. Empty when nothing is wrong."""
-    problems = []
-    kept_en, prose_en = _protected(english)
-    kept_zh, prose_zh = _protected(translated)
-    lost = sorted(set(kept_en) - set(kept_zh))
-    if lost:
-        shown = ", ".join(repr(k if len(k) < 50 else k[:47] + "...") for k in lost[:4])
-        problems.append(f"code or formulas changed or missing (keep them verbatim): {shown}"
-                        + (f" and {len(lost) - 4} more" if len(lost) > 4 else ""))
-    numbers = sorted(set(NUMBER_RE.findall(prose_en)) - set(NUMBER_RE.findall(prose_zh)),
-                     key=lambda n: (len(n), n))
-    if numbers:
-        problems.append(f"numbers of the English text missing: {', '.join(numbers)}")
-    if MD_MARKER_RE.findall(english) != MD_MARKER_RE.findall(translated):
-        problems.append("the <!-- BEGIN SOLUTION --> / <!-- END SOLUTION --> markers differ from the English")
-    if DETAILS_RE.findall(english) != DETAILS_RE.findall(translated):
-        problems.append("the <details>/<summary> blocks differ from the English (same blocks, same order)")
-    if len(WORD_RE.findall(prose_en)) >= 3 and not CJK_RE.search(prose_zh):
-        problems.append("not translated (no Chinese text)")
-    return problems
-
-
-def lint_translation(english: NotebookNode, cells: dict[str, Cell], name: str) -> list[str]:
-    """Problems of one translation file against its English solution notebook: missing, extra,
-    stale or re-ordered cells and :func:`cell_problems` of each cell, one line each."""
-    sources = {c.id: _source(c) for c in english.cells if c.cell_type == "markdown"}
-    problems = []
-    for cell_id, source in sources.items():
-        cell = cells.get(cell_id)
-        if cell is None:
-            problems.append(f"{name} {cell_id}: missing (no translation of this English cell)")
-        elif cell.stamp is None:
-            problems.append(f"{name} {cell_id}: not translated yet (marked 'missing')")
-        else:
-            if cell.stamp != cell_hash(source):
-                problems.append(f"{name} {cell_id}: stale (the English cell changed since it was "
-                                f"translated; update the text, then `mmcourse translate --stamp {cell_id}`)")
-            problems += [f"{name} {cell_id}: {p}" for p in cell_problems(source, cell.text)]
-    extra = [cell_id for cell_id in cells if cell_id not in sources]
-    problems += [f"{name} {cell_id}: extra (the English notebook has no markdown cell {cell_id})"
-                 for cell_id in extra]
-    order = [cell_id for cell_id in cells if cell_id in sources]
-    if order != [cell_id for cell_id in sources if cell_id in cells]:
-        problems.append(f"{name}: cells are not in the English notebook's order (`mmcourse translate "
-                        f"--update` re-orders them)")
-    return problems
-
-
 def editions(root: Path) -> list[str]:
     """The languages that have a ``translations/<lang>/`` folder in the course at ``root``."""
     folder = Path(root) / "translations"
@@ -242,23 +168,6 @@ def _read_english(path: Path) -> NotebookNode:
                                f"solution notebook it translates (translations/zh/05_weighted_fusion.md "
                                f"for solutions/05_weighted_fusion.ipynb)")
     return nbformat.read(path, as_version=4)
-
-
-def lint_files(root: Path, files: list[Path] | None, lang: str) -> list[str]:
-    """:func:`lint_translation` for ``files`` (default: every translation file of ``lang``), and a
-    line for each English notebook that has no translation file."""
-    root = Path(root)
-    problems = []
-    if files is None:
-        files = _translation_files(root, lang)
-        have = {f.stem for f in files}
-        problems += [f"{p.name}: no translation file {translation_path(root, lang, p.name).relative_to(root)}"
-                     for p in sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb")) if p.stem not in have]
-    for path in files:
-        path = path if path.is_absolute() or path.exists() else root / path
-        english = _read_english(english_for(root, path))
-        problems += lint_translation(english, read_translation(path), path.stem)
-    return problems
 
 
 # ---------------------------------------------------------------- building an edition
@@ -373,92 +282,25 @@ def build_edition(root: Path, lang: str, check: bool = False) -> list[str]:
     return changed
 
 
-# ---------------------------------------------------------------- the sync check
-
-@dataclass
-class SyncReport:
-    """:func:`sync_report`'s findings: ``problems`` fail the check; ``fallbacks`` are check
-    messages shown in English for want of a translation (listed, allowed)."""
-
-    lang: str
-    cells: int = 0
-    problems: list[str] = field(default_factory=list)
-    fallbacks: list[str] = field(default_factory=list)
-    messages: tuple[int, int] = (0, 0)
-
-    def format(self) -> str:
-        done, total = self.messages
-        lines = [f"{self.lang} edition: {self.cells} translated markdown cells; "
-                 f"{len(self.problems)} problem(s)"]
-        lines += [f"  {problem}" for problem in self.problems]
-        lines.append(f"check messages: {done} of {total} translated; the others are shown in English:")
-        lines += [f"  {fallback}" for fallback in self.fallbacks]
-        if self.problems:
-            lines.append("fix the translation files, then run `mmcourse translate` (it writes "
-                         f"solutions/{self.lang}/ and notebooks/{self.lang}/)")
-        return "\n".join(lines)
-
-
-def message_report(lang: str) -> tuple[list[str], list[str], tuple[int, int]]:
-    """``(problems, fallbacks, (translated, total))`` of the check-message catalog of ``lang``:
-    translations whose placeholders do not fit their English template, and the titles, hints and
-    messages of the checks' source that have no translation yet."""
-    from mmcourse.exercises import i18n
-
-    wanted = i18n.source_templates()
-    have = i18n.catalog(lang)
-    problems, fallbacks = [], []
-    for english, translated in have["messages"].items():
-        problems += [f"messages_{lang}.json {english[:60]!r}: {p}"
-                     for p in i18n.template_problems(english, translated)]
-    total = done = 0
-    for kind in ("titles", "hints"):
-        for exercise_id in sorted(wanted[kind], key=lambda i: tuple(map(int, i.split(".")))):
-            total += 1
-            if exercise_id in have[kind]:
-                done += 1
-            else:
-                fallbacks.append(f"{kind[:-1]} of {exercise_id}")
-    for english in wanted["messages"]:
-        total += 1
-        if english in have["messages"]:
-            done += 1
-        else:
-            fallbacks.append(f"message {english[:90]!r}")
-    return problems, fallbacks, (done, total)
-
-
-def sync_report(root: Path, lang: str) -> SyncReport:
-    """Everything that is out of sync between the English course and its ``lang`` edition (see
-    the module docstring)."""
-    root = Path(root)
-    check_language(lang)
-    report = SyncReport(lang)
-    report.problems += lint_files(root, None, lang)
-    report.cells = sum(len(read_translation(p)) for p in _translation_files(root, lang))
-    report.problems += [f"{path}: out of date (run `mmcourse translate`)"
-                        for path in build_edition(root, lang, check=True)]
-    problems, report.fallbacks, report.messages = message_report(lang)
-    report.problems += problems
-    return report
-
-
 def update_files(root: Path, lang: str, stamp: set[str] = frozenset()) -> list[str]:
     """:func:`update_translation` for every English solution notebook; returns the files changed.
-    TranslationError for a ``stamp`` id that no translation file has."""
+    TranslationError, before anything is written, for a ``stamp`` id that no translation file has."""
     root = Path(root)
-    changed, seen = [], set()
+    texts, seen = {}, set()
     for path in sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb")):
         target = translation_path(root, lang, path.name)
         existing = read_translation(target) if target.is_file() else {}
         seen |= set(existing) & set(stamp)
-        text = update_translation(nbformat.read(path, as_version=4), existing, lang, path.name, stamp)
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-            changed.append(str(target.relative_to(root)))
+        texts[target] = update_translation(nbformat.read(path, as_version=4), existing, lang,
+                                           path.name, stamp)
     unknown = sorted(set(stamp) - seen)
     if unknown:
         raise TranslationError(f"no translated cell {', '.join(unknown)} in translations/{lang}/ "
                                f"(cell ids look like nb05-003)")
+    changed = []
+    for target, text in texts.items():
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            changed.append(str(target.relative_to(root)))
     return changed

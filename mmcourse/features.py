@@ -15,9 +15,6 @@ Every function is seeded: the same seed gives the same encoders and the same fea
 """
 from __future__ import annotations
 
-import ast
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmcourse.cache import entry_path, source_files, write_atomic
 from mmcourse.classifier import UnimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, CourseSplit, make_course_dataset
 from mmcourse.data.tensors import TensorBatches
@@ -239,49 +237,16 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
     finally:
         torch.set_num_threads(threads)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(feats, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+        write_atomic(path, lambda tmp: torch.save(feats, tmp))
     return feats
 
 
 def _cache_path(cache: bool | str | os.PathLike, args: dict) -> Path:
-    root = Path(cache) if not isinstance(cache, bool) else Path(
-        os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode())
-    digest.update(torch.__version__.encode())
-    for source in _source_files():
-        digest.update(source.read_bytes())
-    return root / "features" / f"seed{args['seed']}-{digest.hexdigest()[:16]}.pt"
+    return entry_path("features", cache, args, __file__, prefix=f"seed{args['seed']}",
+                      suffix=".pt", versions=(torch.__version__,))
 
 
 def _source_files() -> list[Path]:
     """features.py and every mmcourse module it imports, directly or through other modules: the
-    code that shapes the frozen features. Read from the import statements, so that a module split
-    off later is covered without a list to keep up to date."""
-    package = Path(__file__).resolve().parent
-    todo, seen = [Path(__file__).resolve()], set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for name in names:
-                parts = name.split(".")
-                if parts[0] != "mmcourse" or len(parts) == 1:
-                    continue
-                module = package.joinpath(*parts[1:])
-                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
-                    if candidate.is_file():
-                        todo.append(candidate)
-                        break
-    return sorted(seen)
+    code that shapes the frozen features (see :func:`mmcourse.cache.source_files`)."""
+    return source_files(__file__)

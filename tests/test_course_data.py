@@ -113,9 +113,64 @@ def test_numpy_integer_seed_and_count():
 # -- determinism --------------------------------------------------------------------------------
 
 def test_same_seed_same_data(splits):
-    again = make_course_dataset(seed=0, size=SMALL)
+    again = make_course_dataset(seed=0, size=SMALL, cache=False)  # generated again, not loaded
     for name in SMALL:
         _assert_same(splits[name], again[name])
+
+
+# -- the on-disk cache ----------------------------------------------------------------------------
+
+def test_a_cached_dataset_is_the_generated_one(tmp_path):
+    first = make_course_dataset(seed=4, size={"train": 30, "test": 20}, cache=tmp_path)
+    (entry,) = (tmp_path / "datasets").iterdir()
+    assert entry.name.startswith("seed4-") and entry.suffix == ".pkl"
+    loaded = make_course_dataset(seed=4, size={"train": 30, "test": 20}, cache=tmp_path)
+    fresh = make_course_dataset(seed=4, size={"train": 30, "test": 20}, cache=False)
+    assert list(loaded) == list(fresh) == ["train", "test"]
+    for name in fresh:
+        _assert_same(loaded[name], fresh[name])
+        _assert_same(first[name], fresh[name])
+        assert loaded[name].name == name
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == [entry.name]  # no new entry
+
+
+def test_every_argument_is_part_of_the_dataset_cache_key(tmp_path):
+    base = dict(seed=4, size={"train": 20}, cache=tmp_path)
+    make_course_dataset(**base)
+    for change in (dict(seed=5), dict(size={"train": 21}), dict(size={"val": 20}),
+                   dict(image_source="digits"), dict(quality_probs=ALL_CLEAN)):
+        make_course_dataset(**{**base, **change})
+    assert len(list((tmp_path / "datasets").iterdir())) == 6
+    clean = make_course_dataset(**base, quality_probs=ALL_CLEAN)["train"]  # loaded from the cache
+    assert (clean.quality == 0).all()
+
+
+def test_a_corrupted_dataset_cache_file_is_rebuilt(tmp_path):
+    fresh = make_course_dataset(seed=4, size={"test": 20}, cache=False)
+    make_course_dataset(seed=4, size={"test": 20}, cache=tmp_path)
+    (entry,) = (tmp_path / "datasets").iterdir()
+    for junk in (b"not a pickle", b"\x80\x05N."):  # unreadable; a readable pickle of None
+        entry.write_bytes(junk)
+        rebuilt = make_course_dataset(seed=4, size={"test": 20}, cache=tmp_path)
+        _assert_same(rebuilt["test"], fresh["test"])
+        assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == [entry.name]
+        _assert_same(make_course_dataset(seed=4, size={"test": 20}, cache=tmp_path)["test"],
+                     fresh["test"])
+
+
+def test_no_cache_writes_nothing_and_large_datasets_are_not_kept(tmp_path, monkeypatch):
+    make_course_dataset(seed=4, size={"test": 20}, cache=False)
+    monkeypatch.setattr(course, "CACHE_MAX_SAMPLES", 30)
+    make_course_dataset(seed=4, size={"train": 20, "test": 11}, cache=tmp_path)  # 31 > 30
+    assert not (tmp_path / "datasets").exists()
+    make_course_dataset(seed=4, size={"train": 20, "test": 10}, cache=tmp_path)  # 30: kept
+    assert len(list((tmp_path / "datasets").iterdir())) == 1
+
+
+def test_the_default_dataset_cache_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMCOURSE_CACHE", str(tmp_path))
+    make_course_dataset(seed=6, size={"test": 5})
+    assert [p.name[:6] for p in (tmp_path / "datasets").iterdir()] == ["seed6-"]
 
 
 def test_different_seed_different_data(splits):

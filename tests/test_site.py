@@ -407,17 +407,18 @@ def test_site_without_solutions_has_no_answer_anywhere(student_site):
                            (".html", ".js", ".ipynb", ".txt", ".md", ".json"))
     assert not re.search(r"Exercise \d+\.\d+ passed|练习 \d+\.\d+ 通过", every_file), \
         "a check verdict is on the site"
+    flat = _flat(every_file)   # once: the site's text is the same for every notebook below
     for nb_path, sub, _ in EDITIONS:
         answers = _answers(nb_path)
         page = html / "notebooks" / f"{sub}{nb_path.stem}.html"
         assert page.is_file(), f"no page for {sub}{nb_path.name}"
-        lines = _Text.lines(_Text(pages[page]).open + _Text(pages[page]).folded)
+        text = _Text(pages[page])
+        lines = _Text.lines(text.open + text.folded)
         download = json.loads(sources[html / "_sources" / "notebooks" / f"{sub}{nb_path.name}"])
         lines |= {line.strip() for cell in download["cells"]
                   for line in "".join(cell["source"]).splitlines() + _output_lines(cell)}
         leaked = [line for line in answers["code"] + answers["outputs"] if line in lines]
         assert not leaked, f"{nb_path.stem}: answer lines on the site: {leaked[:5]}"
-        flat = _flat(every_file)
         leaked = [line for line in answers["written"] if _flat(line) in flat]
         assert not leaked, f"{nb_path.stem}: written answers on the site: {leaked[:3]}"
         for ident in answers["exercises"]:

@@ -1,7 +1,7 @@
 """The sandbox ``mmcourse grade`` runs each submission's kernel in (Linux, bubblewrap).
 
 Inside it a submission sees: the system's programs and libraries, the course checkout and its
-Python environment, all read-only; a private scratch folder (its working folder, home and feature
+Python environment, all read-only; a private scratch folder (its working folder, home and
 cache, deleted afterwards); an empty ``/tmp``; no network (only a loopback device of its own);
 only the environment variables listed in :func:`sandbox_env`; no process outside the sandbox.
 Everything it starts ends with the kernel (its own PID namespace). Each process gets a memory cap
@@ -93,21 +93,28 @@ def sandbox_prefix(bwrap: str, scratch: Path, course: Path, kernel_python: str,
     return cmd
 
 
+#: The grader's cache entries a sandboxed kernel may read: subfolder -> file pattern.
+CACHED = {"features": "*.pt", "datasets": "*.pkl"}
+
+
 def prepare_scratch(scratch: Path, cache: Path | None, owner: int | None) -> None:
-    """The sandbox's writable folders; links to the grader's cached features (read-only) so a
-    notebook that needs them does not retrain its encoders; ``owner`` gets the folder."""
-    for name in ("home", "work", "checks", "cache/features"):
+    """The sandbox's writable folders; links to the grader's cached features and datasets
+    (read-only; see mmcourse.cache) so a notebook that needs them does not retrain its encoders
+    or generate the data again; ``owner`` gets the folder."""
+    for name in ("home", "work", "checks", *(f"cache/{kind}" for kind in CACHED)):
         (scratch / name).mkdir(parents=True, exist_ok=True)
-    if cache is not None and (cache / "features").is_dir():
-        for item in (cache / "features").glob("*.pt"):
-            (scratch / "cache" / "features" / item.name).symlink_to(f"/mmcourse-cache/features/{item.name}")
+    for kind, pattern in CACHED.items():
+        if cache is not None and (cache / kind).is_dir():
+            for item in (cache / kind).glob(pattern):
+                (scratch / "cache" / kind / item.name).symlink_to(f"/mmcourse-cache/{kind}/{item.name}")
     if owner is not None:
         for path in [scratch, *scratch.rglob("*")]:
             os.lchown(path, owner, owner)
 
 
 def grader_cache() -> Path | None:
-    """The grader's own feature cache (``$MMCOURSE_CACHE`` or ``~/.cache/mmcourse``), if any."""
+    """The grader's own cache of features and datasets (``$MMCOURSE_CACHE`` or
+    ``~/.cache/mmcourse``), if any."""
     cache = Path(os.environ.get("MMCOURSE_CACHE") or Path.home() / ".cache" / "mmcourse")
     return cache.resolve() if cache.is_dir() else None
 

@@ -9,14 +9,17 @@ An entry's file name carries a key, the SHA-256 of the arguments that produced i
 versions and of the source code of the module that produced it and of every ``mmcourse`` module
 it imports (directly or through others), so an entry is never used after the code behind it
 changed. Entries are written atomically: a reader sees the old file or the new one, never half a
-file.
+file. A cache that cannot be read or written (another user's folder, a read-only or full disk)
+only costs time: the work is done again, and a write that fails says so in a warning.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
+import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -85,3 +88,37 @@ def write_atomic(path: Path, save: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_entry(path: Path, read: Callable[[Path], Any],
+               valid: Callable[[Any], bool] = lambda value: True) -> Any | None:
+    """The entry at ``path``, read with ``read(path)``; None when there is none or it may not be
+    read (no permission). A file that is there but is not a valid entry (``read`` fails, or
+    ``valid(value)`` is false: truncated, foreign) is deleted, so that it is rebuilt."""
+    try:
+        if not path.exists():
+            return None
+        value = read(path)
+    except PermissionError:
+        return None
+    except Exception:  # noqa: BLE001 - any unreadable file is simply rebuilt
+        pass
+    else:
+        if valid(value):
+            return value
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
+def write_entry(path: Path, save: Callable[[Path], None]) -> bool:
+    """Write an entry with :func:`write_atomic`; True if it was written. When the cache cannot be
+    written (``OSError``: no permission, a read-only or full disk) a warning says so and False is
+    returned: the caller has its result anyway."""
+    try:
+        write_atomic(path, save)
+    except OSError as err:
+        warnings.warn(f"mmcourse: could not write the cache entry {path} ({err}); the result is "
+                      "used without being cached", RuntimeWarning, stacklevel=3)
+        return False
+    return True

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcourse.cache import entry_path, source_files, write_atomic
+from mmcourse.cache import entry_path, read_entry, source_files, write_entry
 from mmcourse.classifier import UnimodalClassifier
 from mmcourse.data.course import MODALITY_NAMES, CourseSplit, make_course_dataset
 from mmcourse.data.tensors import TensorBatches
@@ -203,11 +203,10 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
     if cache and splits is None:
         path = _cache_path(cache, dict(seed=seed, size=size, dim=dim, epochs=epochs,
                                        data_seed=data_seed, device=str(get_device(device))))
-        if path.exists():
-            try:
-                return torch.load(path, weights_only=False)
-            except Exception:  # a truncated or foreign file: rebuild it
-                path.unlink(missing_ok=True)
+        cached = read_entry(path, lambda p: torch.load(p, weights_only=False),
+                            valid=lambda value: isinstance(value, CourseFeatures))
+        if cached is not None:
+            return cached
     device = get_device(device)
     if splits is None:
         splits = make_course_dataset(seed=data_seed, size=size)
@@ -237,7 +236,7 @@ def course_features(seed: int = 0, size: str | Mapping[str, int] = "small", dim:
     finally:
         torch.set_num_threads(threads)
     if path is not None:
-        write_atomic(path, lambda tmp: torch.save(feats, tmp))
+        write_entry(path, lambda tmp: torch.save(feats, tmp))
     return feats
 
 

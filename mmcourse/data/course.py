@@ -33,7 +33,7 @@ from typing import Mapping
 
 import numpy as np
 
-from mmcourse.cache import entry_path, write_atomic
+from mmcourse.cache import entry_path, read_entry, write_entry
 from mmcourse.checks import check_int
 # The attribute vocabularies live in attributes.py; notebooks import them from here, with the
 # dataset they describe.
@@ -220,15 +220,16 @@ def make_course_dataset(seed: int = 0, size: str | Mapping[str, int] = "small",
                                 probs, digits)
               for name, n in counts.items()}
     if path is not None:
-        write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(splits, protocol=5)))
+        write_entry(path, lambda tmp: tmp.write_bytes(pickle.dumps(splits, protocol=5)))
     return splits
 
 
 def _load_cached(path, names: list[str]) -> dict[str, CourseSplit] | None:
-    """The splits cached at ``path``, or None when there is no entry; a file that is not what
-    the cache writes (truncated, foreign) is deleted and None returned, so it is rebuilt."""
-    if not path.exists():
-        return None
+    """The splits cached at ``path``, or None (see :func:`mmcourse.cache.read_entry`)."""
+    return read_entry(path, lambda p: pickle.loads(p.read_bytes()),
+                      valid=lambda splits: (isinstance(splits, dict) and list(splits) == names
+                                            and all(isinstance(split, CourseSplit)
+                                                    for split in splits.values())))
     try:
         splits = pickle.loads(path.read_bytes())
         if (isinstance(splits, dict) and list(splits) == names

@@ -246,6 +246,25 @@ def test_an_infinite_loop_hits_the_time_limit(tmp_path):
     assert not leftover_processes("mmcourse-grade-")
 
 
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc (Linux)")
+def test_stopping_the_sandbox_waits_until_its_processes_are_gone():
+    """The sandbox's init dies after the kernel, asynchronously; the grader returns only when
+    every process naming the sandbox's folder is gone (killed after the grace period)."""
+    import subprocess
+    import sys
+
+    marker = f"mmcourse-grade-test-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+    try:
+        assert leftover_processes(marker)
+        sandbox._wait_until_gone(marker, grace=0.2)
+        assert not leftover_processes(marker)
+        assert proc.wait(5) == -9  # killed, not left behind
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @needs_bwrap
 def test_a_killed_kernel_is_reported_as_a_dead_kernel(tmp_path):
     path = make_submission(tmp_path / "98_killed.ipynb", [

@@ -317,7 +317,7 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
             result["error"] = (f"the kernel did not start: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
                                + "".join(f" | {line}" for line in tail))
         finally:
-            sandbox.stop_kernel(km)
+            sandbox.stop_kernel(km, scratch if sandboxed else None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - start, 1)

@@ -160,8 +160,12 @@ def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: in
     return km
 
 
-def stop_kernel(km: Any) -> None:
-    """End the kernel and, with it, the sandbox and everything started inside it."""
+def stop_kernel(km: Any, scratch: Path | None = None) -> None:
+    """End the kernel and, with it, the sandbox and everything started inside it. With
+    ``scratch`` (the sandbox's folder, named in the command line of every process of it), return
+    only when none of those processes is left: the sandbox's init dies with its parent, but
+    asynchronously, so it can outlive the kernel's shutdown by a moment on a busy machine; one
+    still there after 5 s is killed."""
     from nbclient.util import run_sync
 
     try:
@@ -172,3 +176,37 @@ def stop_kernel(km: Any) -> None:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(10)
+    if scratch is not None:
+        _wait_until_gone(str(scratch))
+
+
+def _processes_naming(marker: str) -> list[int]:
+    """The ids of the processes whose command line contains ``marker`` (Linux: /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker.encode() in (proc / "cmdline").read_bytes() and int(proc.name) != os.getpid():
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _wait_until_gone(marker: str, grace: float = 5.0) -> None:
+    """Wait until no process names ``marker``; kill what is left after ``grace`` seconds."""
+    import signal
+    import time
+
+    if not Path("/proc/self/cmdline").exists():
+        return
+    deadline = time.monotonic() + grace
+    while (left := _processes_naming(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while _processes_naming(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -230,15 +230,6 @@ def _load_cached(path, names: list[str]) -> dict[str, CourseSplit] | None:
                       valid=lambda splits: (isinstance(splits, dict) and list(splits) == names
                                             and all(isinstance(split, CourseSplit)
                                                     for split in splits.values())))
-    try:
-        splits = pickle.loads(path.read_bytes())
-        if (isinstance(splits, dict) and list(splits) == names
-                and all(isinstance(split, CourseSplit) for split in splits.values())):
-            return splits
-    except Exception:  # noqa: BLE001 - any unreadable file is simply rebuilt
-        pass
-    path.unlink(missing_ok=True)
-    return None
 
 
 # --------------------------------------------------------------------------------------------

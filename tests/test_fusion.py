@@ -551,7 +551,7 @@ def test_gated_fusion_starts_as_concat(masked):
 
 @pytest.mark.parametrize("kind", ["pooled", "pairs"])
 def test_attention_fusion_starts_as_concat_of_the_mean_positions(kind):
-    """At initialisation the read-out of the summary token is zero: attention fusion is concat
+    """At initialisation the summary token's share (alpha) is zero: attention fusion is concat
     (same weights) on each modality's mean over its real positions; attention then adds to it."""
     attention, concat = AttentionFusion(DIMS, OUT), ConcatFusion(DIMS, OUT)
     with torch.no_grad():
@@ -565,9 +565,13 @@ def test_attention_fusion_starts_as_concat_of_the_mean_positions(kind):
     torch.testing.assert_close(attention(x, mask), concat(pooled, mask))
     bound = 1 / math.sqrt(sum(DIMS.values()))
     assert all(attention.concat[m].weight.abs().max() <= bound for m in DIMS)
-    # the attention path is live: once its read-out is non-zero the output changes
+    # the attention path is live: its scale gets a gradient at once (the read-out is not zero),
+    # and once the scale is non-zero the output changes
+    attention(x, mask).sum().backward()
+    assert attention.alpha.grad is not None and attention.alpha.grad.abs() > 0
+    assert attention.readout.weight.abs().sum() > 0
     with torch.no_grad():
-        attention.readout.weight.normal_()
+        attention.alpha.fill_(1.0)
     assert not torch.allclose(attention(x, mask), concat(pooled, mask))
 
 

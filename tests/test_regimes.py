@@ -69,7 +69,7 @@ def test_bad_common_knobs_are_rejected_with_what_was_expected_and_given(knobs, w
 
 @pytest.mark.parametrize("name, knobs, words", [
     ("reliability", {"corrupt": 1.5}, ["corrupt", "[0, 1]", "1.5"]),
-    ("reliability", {"cue": "yes"}, ["cue", "True or False", "'yes'"]),
+    ("reliability", {"cue": "yes"}, ["cue", "True, False or 'other'", "'yes'"]),
     ("shift", {"test_image": 0.7, "test_audio": 0.6}, ["test_image + test_audio", "<= 1"]),
     ("imbalance", {"weak_amplitude": 0}, ["weak_amplitude", "> 0", "0"]),
     ("unique", {"classes": 4}, ["unknown knob 'classes'", "image_part"]),
@@ -104,7 +104,7 @@ def test_missing_at_test_masks_are_what_the_preset_says():
     assert all(bool(none.test.present[m].all()) for m in MODALITIES)
 
 
-@pytest.mark.parametrize("cue", [True, False])
+@pytest.mark.parametrize("cue", [True, False, "other"])
 def test_reliability_corrupts_one_modality_per_sample_and_lights_the_cue(cue):
     data = make_regime("reliability", seed=1, cue=cue, corrupt=0.6, n_train=2000)
     s = data.train
@@ -113,8 +113,15 @@ def test_reliability_corrupts_one_modality_per_sample_and_lights_the_cue(cue):
     assert abs(bad.any(1).float().mean().item() - 0.6) < 0.05
     lit = {"image": (s.inputs["image"][:, 0, 0] == CUE).all(1),
            "audio": (s.inputs["audio"][:, :, 0] == CUE).all(1)}
+    other = dict(zip(MODALITIES, reversed(MODALITIES)))
     for m in MODALITIES:
-        assert torch.equal(lit[m], s.corrupted[m] if cue else torch.zeros_like(lit[m]))
+        expected = {True: s.corrupted[m], False: torch.zeros_like(lit[m]),
+                    "other": s.corrupted[other[m]]}[cue]
+        assert torch.equal(lit[m], expected)
+    if cue == "other":  # the same samples, labels and corruptions as with the cue on the modality
+        own = make_regime("reliability", seed=1, cue=True, corrupt=0.6, n_train=2000).train
+        assert torch.equal(own.labels, s.labels)
+        assert all(torch.equal(own.corrupted[m], s.corrupted[m]) for m in MODALITIES)
 
 
 def _probe(name: str, modality: str) -> float:

@@ -16,7 +16,10 @@ array is noise with the 3-frame motif of s added at a random time, scaled to the
 so that neither modality is easier by construction. An encoder must find the
 pattern wherever it is (:mod:`mmcourse.encoders.small`). A *corrupted* modality shows a wrong
 symbol, just as clearly; with a *cue*, its first image row or first band is also lit (3.0), so
-the corruption can be seen. A *missing* modality is all zeros with ``present`` False.
+the corruption can be seen. With ``cue="other"`` the cue of a modality's corruption is lit in the
+*other* modality (the image's first row when the audio is wrong, the audio's first band when the
+image is): no encoder sees its own corruption, so ignoring the wrong modality takes an
+interaction between the two (one modality's cue times the other's features). A *missing* modality is all zeros with ``present`` False.
 
 Everything is drawn from one ``torch.Generator`` seeded with ``seed``: the same seed and knobs
 give the same bytes. Knobs are keyword arguments of :func:`make_regime`; ``PRESETS[name].knobs``
@@ -130,8 +133,8 @@ def _check_knobs(preset: Preset, given: dict[str, Any]) -> dict[str, Any]:
             if isinstance(v, bool) or not isinstance(v, int) or v < _COUNTS[k]:
                 raise ValueError(f"{k} must be an integer >= {_COUNTS[k]}, got {v!r}")
         elif k == "cue":
-            if not isinstance(v, bool):
-                raise ValueError(f"cue must be True or False, got {v!r}")
+            if not isinstance(v, bool) and v != "other":
+                raise ValueError(f"cue must be True, False or 'other', got {v!r}")
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"{k} must be a number, got {v!r}")
         elif k in _RATES and not 0.0 <= v <= 1.0:
@@ -220,9 +223,10 @@ def _latents(name: str, kn: dict, n: int, k: int, split: str, g: torch.Generator
             r_img = r_aud = kn["corrupt"] / 2
         u = torch.rand(n, generator=g)
         bad = {"image": u < r_img, "audio": (u >= r_img) & (u < r_img + r_aud)}
-        for m in MODALITIES:
+        cue = kn.get("cue", True)
+        for m, o in zip(MODALITIES, reversed(MODALITIES)):
             out["symbol"][m] = torch.where(bad[m], _other(y, k, g), y)
-            out["cue"][m] = bad[m] & kn.get("cue", True)
+            out["cue"][m] = bad[o] if cue == "other" else bad[m] & cue
         out["corrupted"] = bad
     elif name == "imbalance":
         flip = torch.rand(n, generator=g) < kn["flip"]

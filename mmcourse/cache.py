@@ -15,9 +15,9 @@ only costs time: the work is done again, and a write that fails says so in a war
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
-import contextlib
 import os
 import warnings
 from pathlib import Path

@@ -129,11 +129,12 @@ def measure(regimes: tuple[str, ...] = REGIMES, methods: tuple[str, ...] = METHO
     """Train and test every method of ``methods`` on every regime of ``regimes``, once per seed.
 
     Returns ``{regime: {method: {"mean", "std", "runs"}}}`` (fractions, runs in seed order).
-    ``sizes`` overrides knobs of every regime: the split sizes, e.g. ``{"n_train": 300}``, or a
-    knob the regimes asked for have, e.g. ``{"cue": "other"}`` for ``("reliability",)``. Every model
-    trains on one CPU thread: with models this small, more threads only add waiting. On a CPU,
-    ``workers`` > 1 trains that many (regime, seed) jobs at once in separate processes, one per
-    core; the numbers are the same as with one worker (each job seeds itself), only sooner.
+    ``sizes`` overrides knobs of every regime asked for: the split sizes, e.g.
+    ``{"n_train": 300}``, or any knob they all accept, e.g. ``{"cue": "other"}`` for
+    ``("reliability",)``. Every model trains on one CPU thread: with models this small, more
+    threads only add waiting. On a CPU, ``workers`` > 1 trains that many (regime, seed) jobs at
+    once in separate processes, one per core; the numbers are the same as with one worker (each
+    job seeds itself), only sooner.
     ``log``, if given, gets one line per regime and seed (accuracies and seconds so far).
     """
     for what, given, known in (("regime", regimes, REGIMES), ("method", methods, METHODS)):

@@ -19,7 +19,8 @@ symbol, just as clearly; with a *cue*, its first image row or first band is also
 the corruption can be seen. With ``cue="other"`` the cue of a modality's corruption is lit in the
 *other* modality (the image's first row when the audio is wrong, the audio's first band when the
 image is): no encoder sees its own corruption, so ignoring the wrong modality takes an
-interaction between the two (one modality's cue times the other's features). A *missing* modality is all zeros with ``present`` False.
+interaction between the two (one modality's cue times the other's features). A *missing*
+modality is all zeros with ``present`` False.
 
 Everything is drawn from one ``torch.Generator`` seeded with ``seed``: the same seed and knobs
 give the same bytes. Knobs are keyword arguments of :func:`make_regime`; ``PRESETS[name].knobs``

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +196,6 @@ def _processes_naming(marker: str) -> list[int]:
 
 def _wait_until_gone(marker: str, grace: float = 5.0) -> None:
     """Wait until no process names ``marker``; kill what is left after ``grace`` seconds."""
-    import signal
-    import time
-
     if not Path("/proc/self/cmdline").exists():
         return
     deadline = time.monotonic() + grace

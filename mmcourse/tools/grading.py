@@ -317,7 +317,11 @@ def grade_notebook(path: str | Path, timeout: float = 600, reference: str | Path
             result["error"] = (f"the kernel did not start: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
                                + "".join(f" | {line}" for line in tail))
         finally:
-            sandbox.stop_kernel(km, scratch if sandboxed else None)
+            survivors = sandbox.stop_kernel(km, scratch if sandboxed else None)
+            if survivors:
+                result["warnings"].append(
+                    f"{len(survivors)} process(es) of the sandbox outlived it (still there 35 s "
+                    "after the kernel's shutdown, killed again and again): " + "; ".join(survivors))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result["seconds"] = round(time.monotonic() - start, 1)

@@ -162,24 +162,30 @@ def kernel_manager(scratch: Path, kernel_name: str, prefix: list[str], owner: in
     return km
 
 
-def stop_kernel(km: Any, scratch: Path | None = None) -> None:
-    """End the kernel and, with it, the sandbox and everything started inside it. With
-    ``scratch`` (the sandbox's folder, named in the command line of every process of it), return
-    only when none of those processes is left: the sandbox's init dies with its parent, but
-    asynchronously, so it can outlive the kernel's shutdown by a moment on a busy machine; one
-    still there after 5 s is killed."""
+def stop_kernel(km: Any, scratch: Path | None = None) -> list[str]:
+    """End the kernel and, with it, the sandbox and everything started inside it.
+
+    With ``scratch`` (the sandbox's folder, named in the command line of every process of it),
+    return only when none of those processes is left: the sandbox's init dies with its parent, but
+    asynchronously, so it can outlive the kernel's shutdown by a moment on a busy machine; what is
+    still there after 5 s is killed, again every 0.1 s, for up to 30 s. Returns a description
+    of each process still there after that (``"pid: state, parent pid, command"``), normally
+    none: the grader reports them."""
     from nbclient.util import run_sync
 
+    process = getattr(getattr(km, "provisioner", None), "process", None)
     try:
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=True)
     except Exception:
-        process = getattr(getattr(km, "provisioner", None), "process", None)
-        if process is not None and process.poll() is None:
+        pass
+    if process is not None and process.poll() is None:  # the sandbox's outer process, ours
+        try:
             process.kill()
             process.wait(10)
-    if scratch is not None:
-        _wait_until_gone(str(scratch))
+        except Exception:
+            pass
+    return [] if scratch is None else _wait_until_gone(str(scratch))
 
 
 def _processes_naming(marker: str) -> list[int]:
@@ -194,18 +200,33 @@ def _processes_naming(marker: str) -> list[int]:
     return found
 
 
-def _wait_until_gone(marker: str, grace: float = 5.0) -> None:
-    """Wait until no process names ``marker``; kill what is left after ``grace`` seconds."""
+def describe_process(pid: int) -> str:
+    """``"pid: state S, parent P: command line"`` from /proc (what is known of it)."""
+    try:
+        fields = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: gone"
+    return (f"{pid}: state {fields.get('State', '?').strip()}, parent {fields.get('PPid', '?').strip()}"
+            f": {command[:160]}")
+
+
+def _wait_until_gone(marker: str, grace: float = 5.0, limit: float = 30.0) -> list[str]:
+    """Wait until no process names ``marker``; after ``grace`` seconds kill what is left, again
+    every 0.1 s for up to ``limit`` seconds. Returns a description of each survivor."""
     if not Path("/proc/self/cmdline").exists():
-        return
+        return []
     deadline = time.monotonic() + grace
     while (left := _processes_naming(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.monotonic() + grace
-    while _processes_naming(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = time.monotonic() + limit
+    while left and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)
+        left = _processes_naming(marker)
+    return [describe_process(pid) for pid in left]

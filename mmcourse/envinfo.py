@@ -23,7 +23,9 @@ def environment_report() -> dict:
     Keys: python, platform, cpu_count, torch_threads, packages (name -> version), device (what
     :func:`mmcourse.get_device` picks), cuda (None or a dict with the GPU names and CUDA version),
     mps (bool), bf16_cpu (whether autocast to bfloat16 runs on this CPU), bf16_cpu_fast (whether
-    it runs in hardware: AVX-512 BF16 or AMX; where it does not, it is emulated and slow).
+    it runs in hardware: AVX-512 BF16 or AMX; where it does not, it is emulated and slow),
+    cpu_capability (the instruction set PyTorch's CPU kernels use, e.g. "AVX2"; the course caps
+    it at AVX2 on x86-64 so that numbers repeat across CPUs: ``mmcourse.tools.runner.CPU_ISA_ENV``).
     """
     import torch
 
@@ -50,6 +52,7 @@ def environment_report() -> dict:
         "mps": _mps_available(),
         "bf16_cpu": bf16,
         "bf16_cpu_fast": bf16 and fast_bfloat16("cpu"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "executable": sys.executable,
     }
 
@@ -66,5 +69,7 @@ def format_report(report: dict) -> str:
     bf16 = "no" if not report["bf16_cpu"] else "yes, in hardware" if report.get("bf16_cpu_fast") \
         else "emulated (slower than float32: train in float32 here)"
     lines.append(f"{'bf16 on cpu':14s} {bf16}")
+    capped = " (capped by ATEN_CPU_CAPABILITY)" if os.environ.get("ATEN_CPU_CAPABILITY") else ""
+    lines.append(f"{'cpu kernels':14s} {report.get('cpu_capability', '?')}{capped}")
     lines.append(f"{'device':14s} {report['device']}  <- what get_device() picks")
     return "\n".join(lines)

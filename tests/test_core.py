@@ -296,7 +296,7 @@ def test_progress_total_and_leave(monkeypatch):
 # -- envinfo ------------------------------------------------------------------------------------
 
 REPORT_KEYS = {"python", "platform", "cpu_count", "torch_threads", "packages", "device", "cuda",
-               "mps", "bf16_cpu", "bf16_cpu_fast", "executable"}
+               "mps", "bf16_cpu", "bf16_cpu_fast", "cpu_capability", "executable"}
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +338,7 @@ def test_report_unknown_package(monkeypatch):
 def test_format_report(report):
     text = envinfo.format_report(report)
     lines = text.splitlines()
-    assert len(lines) == 2 + len(report["packages"]) + 4
+    assert len(lines) == 2 + len(report["packages"]) + 5
     assert lines[0].startswith("python") and report["python"] in lines[0]
     assert f"torch uses {report['torch_threads']} threads" in lines[1]
     for name, version in report["packages"].items():

@@ -296,3 +296,32 @@ def test_report_metrics_display_bundle(course_run):
                if METRICS_MIMETYPE in o.get("data", {})]
     assert len(bundles) == 1 and bundles[0]["output_type"] == "display_data"
     assert bundles[0]["data"]["text/plain"] == "accuracy  0.9123\nname      demo\nn         3"
+
+
+def test_the_cpu_kernels_are_capped_at_avx2_where_the_cpu_has_it(monkeypatch, tmp_path):
+    """Kernels, tests and the command line cap PyTorch, oneDNN and MKL at AVX2 on x86-64 Linux, so
+    that a notebook's numbers are the committed ones on an AVX-512 CPU too (AVX-512 rounds sums
+    differently and moves test accuracies by tenths of a point)."""
+    from mmcourse.tools import runner
+
+    if runner.CPU_ISA_ENV:
+        assert runner.CPU_ISA_ENV == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                      "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+        assert all(runner.KERNEL_ENV[k] == v for k, v in runner.CPU_ISA_ENV.items())
+        code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=runner.kernel_env(), check=True).stdout.strip()
+        assert out == "AVX2", out
+    # the decision itself: only Linux x86-64 with AVX2 gets the caps
+    cpuinfo = tmp_path / "cpuinfo"
+    for machine, flags, expected in (("x86_64", "fpu sse2 avx avx2 avx512f", True),
+                                     ("x86_64", "fpu sse2 avx", False),
+                                     ("aarch64", "fp asimd", False)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        real_path = runner.Path
+        monkeypatch.setattr(runner.platform, "machine", lambda: machine)
+        monkeypatch.setattr(runner.sys, "platform", "linux")
+        monkeypatch.setattr(runner, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo"
+                            else real_path(p))
+        assert bool(runner._cpu_isa_env()) is expected, (machine, flags)
+        monkeypatch.setattr(runner, "Path", real_path)

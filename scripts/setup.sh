@@ -114,18 +114,13 @@ else
              "refuse to run until it is installed (set-up continues)"
     fi
 fi
-# The Jupyter kernel every notebook names, registered inside the venv (once), with the CPU caps
-# of mmcourse.tools.runner.CPU_ISA_ENV where they apply (x86-64 Linux: the math libraries capped
-# at AVX2, so that a learner's numbers are the committed ones on any such CPU).
+# The Jupyter kernel every notebook names, registered inside the venv (once).
 KERNEL_JSON=.venv/share/jupyter/kernels/mmcourse/kernel.json
-read -r -a KERNEL_ENV_ARGS <<< "$(.venv/bin/python -c 'from mmcourse.tools.runner import CPU_ISA_ENV as e
-print(" ".join(f"--env {k} {v}" for k, v in e.items()))')"
-if [ -f "$KERNEL_JSON" ] && grep -q "$PWD/.venv/bin/python" "$KERNEL_JSON" \
-        && { [ ${#KERNEL_ENV_ARGS[@]} -eq 0 ] || grep -q ATEN_CPU_CAPABILITY "$KERNEL_JSON"; }; then
+if [ -f "$KERNEL_JSON" ] && grep -q "$PWD/.venv/bin/python" "$KERNEL_JSON"; then
     echo "setup: kernel 'mmcourse' already registered in .venv"
 else
     .venv/bin/python -m ipykernel install --sys-prefix --name mmcourse \
-        --display-name "Python 3 (mmcourse)" ${KERNEL_ENV_ARGS[@]+"${KERNEL_ENV_ARGS[@]}"} >/dev/null
+        --display-name "Python 3 (mmcourse)" >/dev/null
     echo "setup: kernel 'mmcourse' registered in .venv"
     .venv/bin/mmcourse env
     echo

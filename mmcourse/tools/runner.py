@@ -50,8 +50,10 @@ def _cpu_isa_env() -> dict[str, str]:
             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
-#: See :func:`_cpu_isa_env`; in every kernel (:data:`KERNEL_ENV`), the tests, the course's
-#: command line (benches) and the Jupyter kernel that scripts/setup.sh registers.
+#: See :func:`_cpu_isa_env`; in every kernel the course starts (:data:`KERNEL_ENV`: ``mmcourse
+#: run``, ``refresh``, ``grade``), the tests and the course's command line, but not in a learner's
+#: JupyterLab, where the CPU's own instructions (AVX-512, bfloat16) are used: numbers there may
+#: differ from the committed ones in the last digits, as on any other CPU.
 CPU_ISA_ENV = _cpu_isa_env()
 # Set for every kernel with setdefault: a value already in the environment wins.
 KERNEL_ENV = {

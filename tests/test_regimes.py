@@ -104,9 +104,12 @@ def test_missing_at_test_masks_are_what_the_preset_says():
     assert all(bool(none.test.present[m].all()) for m in MODALITIES)
 
 
-@pytest.mark.parametrize("cue", [True, False, "other"])
+@pytest.mark.parametrize("cue", [True, False, "other", None])
 def test_reliability_corrupts_one_modality_per_sample_and_lights_the_cue(cue):
-    data = make_regime("reliability", seed=1, cue=cue, corrupt=0.6, n_train=2000)
+    if cue is None:  # the preset's default: the cue in the other modality
+        data, cue = make_regime("reliability", seed=1, corrupt=0.6, n_train=2000), "other"
+    else:
+        data = make_regime("reliability", seed=1, cue=cue, corrupt=0.6, n_train=2000)
     s = data.train
     bad = torch.stack([s.corrupted[m] for m in MODALITIES], 1)
     assert not bool(bad.all(1).any()), "two corrupted modalities in one sample"

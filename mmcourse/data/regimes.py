@@ -16,11 +16,11 @@ array is noise with the 3-frame motif of s added at a random time, scaled to the
 so that neither modality is easier by construction. An encoder must find the
 pattern wherever it is (:mod:`mmcourse.encoders.small`). A *corrupted* modality shows a wrong
 symbol, just as clearly; with a *cue*, its first image row or first band is also lit (3.0), so
-the corruption can be seen. With ``cue="other"`` the cue of a modality's corruption is lit in the
-*other* modality (the image's first row when the audio is wrong, the audio's first band when the
-image is): no encoder sees its own corruption, so ignoring the wrong modality takes an
-interaction between the two (one modality's cue times the other's features). A *missing*
-modality is all zeros with ``present`` False.
+the corruption can be seen. With ``cue="other"`` (the ``reliability`` preset's default) the cue
+of a modality's corruption is lit in the *other* modality (the image's first row when the audio
+is wrong, the audio's first band when the image is): no encoder sees its own corruption, so
+ignoring the wrong modality takes an interaction between the two (one modality's cue times the
+other's features). A *missing* modality is all zeros with ``present`` False.
 
 Everything is drawn from one ``torch.Generator`` seeded with ``seed``: the same seed and knobs
 give the same bytes. Knobs are keyword arguments of :func:`make_regime`; ``PRESETS[name].knobs``
@@ -86,12 +86,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "while concat must assemble it from one ReLU layer", False,
            _knobs(noise=0.3, n_train=2000)),
     Preset("reliability", "both show the label, but in a share `corrupt` of the samples one "
-           "modality (either) shows a wrong symbol; with `cue`, the corrupted one is lit",
+           "modality (either) shows a wrong symbol; the *other* modality carries a cue of which "
+           "(`cue='other'`; `cue=True` lights the corrupted one itself)",
            ("gated", "attention"),
-           "the right modality changes per sample and the cue says which: a per-sample gate (or "
-           "attention weights) switches a whole modality off with one number, while concat must "
-           "learn to suppress every feature of the corrupted one", False,
-           _knobs(corrupt=0.6, cue=True)),
+           "the right modality changes per sample and the cue says which, but only the other "
+           "modality shows it: a per-sample gate (or attention weights) computed from both "
+           "switches the wrong modality off with one number, while concat sums per-modality "
+           "terms and must build the product of one modality's cue and the other's features "
+           "from one ReLU layer. (With the cue on the corrupted modality itself, its own "
+           "encoder can silence it, and concat needs no gate.)", False,
+           _knobs(corrupt=0.6, cue="other")),
     Preset("reliability_nocue", "as reliability, without the cue: a corrupted modality looks "
            "like a clean one", ("concat", "late"),
            "nothing tells which modality is wrong, so no method can choose per sample: where the "
@@ -104,10 +108,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "loss first and the faint audio is under-learned, so every joint fusion stays near "
            "the image's ceiling (1 - flip) while the audio trained alone goes past it", False,
            _knobs(flip=0.3, strong_amplitude=2.0, weak_amplitude=0.75, noise=0.5)),
-    Preset("shift", "as reliability with the cue, but corruption rates change: training mostly "
-           "corrupts the image, testing mostly the audio", ("gated", "attention"),
+    Preset("shift", "as reliability with the cue on the corrupted modality itself "
+           "(`cue=True`), but corruption rates change: training mostly corrupts the image, "
+           "testing mostly the audio", ("gated", "attention"),
            "a per-sample gate reads the cue and carries over to new rates; concat and late learn "
-           "the training mixture (audio almost always right) and lean on it when it is wrong", False,
+           "the training mixture (audio almost always right) and lean on it when it is wrong",
+           False,
            _knobs(train_image=0.5, train_audio=0.1, test_image=0.1, test_audio=0.5)),
     Preset("missing", "both show the label (as redundant); at test a share `test_missing` of "
            "the samples lacks one modality (either, present=False); training has all", ("late",),

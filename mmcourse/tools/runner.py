@@ -40,10 +40,10 @@ def _cpu_isa_env() -> dict[str, str]:
     if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         return {}
     try:
-        flags = next((line.split(":", 1)[1].split() for line in
-                      Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return {}
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     if "avx2" not in flags:
         return {}
     return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",

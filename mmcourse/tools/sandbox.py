@@ -205,11 +205,11 @@ def describe_process(pid: int) -> str:
     try:
         fields = dict(line.split(":", 1) for line in
                       Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return f"{pid}: gone"
-    return (f"{pid}: state {fields.get('State', '?').strip()}, parent {fields.get('PPid', '?').strip()}"
-            f": {command[:160]}")
+    state, parent = fields.get("State", "?").strip(), fields.get("PPid", "?").strip()
+    return f"{pid}: state {state}, parent {parent}: {command.decode(errors='replace')[:160]}"
 
 
 def _wait_until_gone(marker: str, grace: float = 5.0, limit: float = 30.0) -> list[str]:

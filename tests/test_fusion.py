@@ -570,9 +570,27 @@ def test_attention_fusion_starts_as_concat_of_the_mean_positions(kind):
     attention(x, mask).sum().backward()
     assert attention.alpha.grad is not None and attention.alpha.grad.abs() > 0
     assert attention.readout.weight.abs().sum() > 0
+    # so do the per-sample gates on the concat blocks, which start at exactly 1
+    torch.testing.assert_close(attention.last_gates, torch.ones(B, len(DIMS)))
+    assert attention.gate.weight.grad is not None and attention.gate.weight.grad.abs().sum() > 0
     with torch.no_grad():
         attention.alpha.fill_(1.0)
     assert not torch.allclose(attention(x, mask), concat(pooled, mask))
+
+
+def test_attention_fusion_gates_scale_each_modality_block_per_sample():
+    """A gate of 0 removes a modality's concat block for that sample, a gate of 2 doubles it: with
+    the read-out off (alpha = 0), the output is concat of the gated blocks."""
+    attention = AttentionFusion(DIMS, OUT)
+    x = inputs("pooled")
+    target = torch.tensor([[0.0, 1.0, 2.0]]).expand(B, -1)   # image off, text as is, audio x2
+    with torch.no_grad():  # gate = 2 sigmoid(bias): bias = logit(g / 2)
+        attention.gate.bias.copy_(torch.logit(target[0] / 2, eps=1e-12))
+    out = attention(x)
+    torch.testing.assert_close(attention.last_gates, target, atol=1e-6, rtol=0)
+    by_hand = F.relu(attention.bias + sum(target[:, j:j + 1] * attention.concat[m](x[m])
+                                          for j, m in enumerate(DIMS)))
+    torch.testing.assert_close(out, by_hand, atol=1e-5, rtol=0)
 
 
 def _separable(n, gen, noise_dim=8):

@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import socket
+import tempfile
+import types
 import uuid
 from pathlib import Path
 
@@ -63,6 +65,23 @@ def leftover_processes(marker: str) -> list[str]:
         if marker in cmdline and "pytest" not in cmdline:
             found.append(sandbox.describe_process(int(proc.name)))
     return [f for f in found if not f.endswith(": gone")]
+
+
+@pytest.fixture
+def scratches(monkeypatch):
+    """The scratch folders the grader makes during this test, in order. A sandbox's processes
+    all name their scratch folder, so it is what a test looks for after grading: other tests may
+    be grading (or running processes named ``mmcourse-grade-...``) at the same moment in another
+    test process (pytest-xdist; see tests/conftest.py), and their processes are not this
+    grading's leftovers."""
+    made = []
+
+    def mkdtemp(*args, **kwargs):
+        made.append(tempfile.mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(grading, "tempfile", types.SimpleNamespace(mkdtemp=mkdtemp))
+    return made
 
 
 def leftovers_after_grading(marker: str, result: dict, settle: float = 5.0) -> str:
@@ -161,7 +180,7 @@ def test_every_course_exercise_cell_can_be_graded():
 # ------------------------------------------------------------------ hostile submissions
 
 @needs_bwrap
-def test_hostile_submissions_earn_nothing_and_touch_nothing(tmp_path, monkeypatch):
+def test_hostile_submissions_earn_nothing_and_touch_nothing(tmp_path, monkeypatch, scratches):
     marker = f"mmcourse-hostile-{uuid.uuid4().hex[:8]}"
     secret_file = tmp_path / "grader_secret.txt"
     secret_file.write_text("s3cret")
@@ -220,8 +239,9 @@ def test_hostile_submissions_earn_nothing_and_touch_nothing(tmp_path, monkeypatc
     path = make_submission(tmp_path / "98_hostile.ipynb", cells)
     try:
         result = grade(path, timeout=240, memory_gb=2, max_processes=64)
+        assert len(scratches) == 1, scratches
         leftovers = (leftovers_after_grading(marker, result)
-                     + leftovers_after_grading("mmcourse-grade-", result))
+                     + leftovers_after_grading(scratches[0], result))
         connected = True
         try:
             server.accept()
@@ -253,7 +273,7 @@ def test_hostile_submissions_earn_nothing_and_touch_nothing(tmp_path, monkeypatc
 
 
 @needs_bwrap
-def test_an_infinite_loop_hits_the_time_limit(tmp_path):
+def test_an_infinite_loop_hits_the_time_limit(tmp_path, scratches):
     path = make_submission(tmp_path / "98_loop.ipynb", [
         exercise(1, "answer = 42"),
         exercise(2, "while True:\n    pass"),
@@ -265,7 +285,8 @@ def test_an_infinite_loop_hits_the_time_limit(tmp_path):
     assert first["passed"] and not second["passed"] and not third["passed"]
     assert third["message"].startswith("not run")
     assert result["seconds"] < 60
-    leftovers = leftovers_after_grading("mmcourse-grade-", result)
+    assert len(scratches) == 1 and "mmcourse-grade-" in scratches[0], scratches
+    leftovers = leftovers_after_grading(scratches[0], result)
     assert not leftovers, leftovers
     assert not [w for w in result["warnings"] if "outlived" in w], result["warnings"]
 

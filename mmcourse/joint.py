@@ -86,15 +86,18 @@ class LogMelCNN(AudioCNN):
         return super().forward(spec, lengths, sample_rate)
 
 
-def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64) -> MultimodalClassifier:
+def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64,
+                fusion: str = "concat") -> MultimodalClassifier:
     """The joint model: ImageCNN (16-32-64) + LogMelCNN + bag of words, ``dim`` features each,
-    concat fusion to ``dim``, a linear head. Reads ``image`` (B, 3, 32, 32), ``audio`` (B, T, 40)
-    log-mels with ``audio_lengths`` (frames), ``text`` ids (B, T) with ``text_lengths``."""
+    a fusion of ``mmcourse.fusion.FUSION_METHODS`` (``fusion``, concat by default) to ``dim``, a
+    linear head. Reads ``image`` (B, 3, 32, 32), ``audio`` (B, T, 40) log-mels with
+    ``audio_lengths`` (frames), ``text`` ids (B, T) with ``text_lengths``. The encoders are built
+    first, so the same seed gives the same encoders whatever the fusion."""
     encoders = {"image": make_encoder("image", dim),
                 "audio": LogMelCNN(out_dim=dim, n_mels=N_MELS),
                 "text": make_encoder("text", dim, vocab_size)}
-    fusion = make_fusion("concat", {m: dim for m in encoders}, dim)
-    return MultimodalClassifier(encoders, fusion, num_classes)
+    fused = make_fusion(fusion, {m: dim for m in encoders}, dim)
+    return MultimodalClassifier(encoders, fused, num_classes)
 
 
 # --------------------------------------------------------------------------------------------

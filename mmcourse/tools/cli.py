@@ -234,6 +234,19 @@ def _cmd_bench_regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_joint(args: argparse.Namespace) -> int:
+    from mmcourse.tools.bench.joint import DEFAULT_METHODS, format_joint_table, run_joint_bench
+
+    log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    try:
+        report = run_joint_bench(seeds=args.seeds, epochs=args.epochs, device=args.device,
+                                 methods=tuple(args.methods or DEFAULT_METHODS), log=log)
+    except ValueError as err:
+        raise SystemExit(f"mmcourse bench joint: {err}") from None
+    print(json.dumps(report, indent=2) if args.json else format_joint_table(report))
+    return 0
+
+
 def _steps(only: str | None) -> tuple[str, ...]:
     from mmcourse.speed import ALL_STEPS
 
@@ -359,6 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU core (default 1; the numbers do not change)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=_cmd_bench_regimes)
+    b = bench.add_parser("joint", help="concat, gated and attention fusion trained end to end "
+                         "(encoders and fusion together) on the course data, over seeds")
+    b.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    b.add_argument("--epochs", type=int, default=12, help="epochs per model (default 12)")
+    b.add_argument("--methods", nargs="+", help="fusion methods, a subset of: "
+                   + " ".join(FUSION_METHODS) + " (default: concat gated attention)")
+    b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=_cmd_bench_joint)
     b = bench.add_parser("train", help="training throughput (samples/s) of the joint multimodal "
                          "model, step by step from a naive input pipeline to an optimized one")
     b.add_argument("--device", help="cpu, cuda, mps (default: automatic)")

@@ -161,17 +161,22 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def mean_std_rows(results: dict[str, Any], cols: list[str]) -> list[str]:
+    """A header and one row per method: each column's mean +- std, in % (from fractions)."""
+    lines = [f"{'method':10s}" + "".join(f"{c:>13s}" for c in cols)]
+    for method, entry in results.items():
+        lines.append(f"{method:10s}" + "".join(
+            f"{100 * entry[c]['mean']:7.1f} +-{100 * entry[c]['std']:4.1f}" for c in cols))
+    return lines
+
+
 def format_fusion_table(report: dict[str, Any]) -> str:
     """The bench report as a text table with a plain-words summary."""
     res, cfg = report["results"], report["config"]
     cols = ["test", "clean"] + [f"auc {m}" for m in MODALITY_NAMES] + [f"no {m}" for m in MODALITY_NAMES]
     lines = [f"Fusion bench: test accuracy (%), mean +- std over {len(cfg['seeds'])} training seeds; "
              f"{cfg['n_test']} test objects; {cfg['epochs']} epochs; device {report['device']}, "
-             f"torch {report['torch']}, {report['date']}",
-             f"{'method':10s}" + "".join(f"{c:>13s}" for c in cols)]
-    for method, entry in res.items():
-        lines.append(f"{method:10s}" + "".join(
-            f"{100 * entry[c]['mean']:7.1f} +-{100 * entry[c]['std']:4.1f}" for c in cols))
+             f"torch {report['torch']}, {report['date']}", *mean_std_rows(res, cols)]
     lines += ["", "test: the ordinary test split (per-sample corruption as in training); clean: "
               "every modality clean;", "auc m: area under accuracy vs share of m corrupted "
               "(0 to 1); no m: m missing for every sample."]

@@ -18,6 +18,12 @@ Protocol (the same for every regime and method, nothing tuned per method):
    sequences (``uses_sequences``) get the encoders' tokens (image patches, groups of frames).
 3. Test accuracy on the regime's test split; mean and std over seeds.
 
+Optionally (``aux_weight`` > 0, off by default) every fusion also trains a linear *auxiliary
+head* per modality on that modality's encoder output, with that weight on its cross-entropy
+(notebook 07's :class:`~mmcourse.multitask.MultiTaskClassifier`): each encoder is then pushed to
+classify alone, a remedy for one modality learned faster than the other (the ``imbalance``
+regime). Single modalities train as always.
+
 Judging a prediction (:func:`judge`): the best of the predicted methods (``pick``) against
 concat. Where concat or late fusion is the predicted optimum (``baseline``), the prediction holds
 when no method beats ``pick`` by more than the larger of the two standard deviations (``ties``
@@ -35,12 +41,14 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from mmcourse.classifier import MultimodalClassifier, UnimodalClassifier
 from mmcourse.data.regimes import MODALITIES, PRESETS, RegimeData, make_regime
 from mmcourse.device import get_device
 from mmcourse.encoders.small import SmallImageCNN, SmallSpectrogramCNN
 from mmcourse.fusion import FUSION_METHODS, make_fusion
+from mmcourse.multitask import MultiTaskClassifier, MultiTaskLoss
 from mmcourse.reproducibility import seed_everything
 from mmcourse.training import accuracy, fit
 
@@ -68,12 +76,17 @@ def build_model(method: str, data: RegimeData) -> torch.nn.Module:
 
 
 def train_and_test(data: RegimeData, method: str, seed: int, epochs: int,
-                   device: torch.device | str | None = None) -> float:
-    """Train ``method`` on ``data`` with seed ``seed``; return its test accuracy (0 to 1)."""
+                   device: torch.device | str | None = None, aux_weight: float = 0.0) -> float:
+    """Train ``method`` on ``data`` with seed ``seed``; return its test accuracy (0 to 1).
+    ``aux_weight`` > 0: a fusion also trains an auxiliary head per modality (module docstring)."""
     seed_everything(seed)
     model = build_model(method, data)
+    loss_fn = F.cross_entropy
+    if aux_weight > 0 and method not in MODALITIES:
+        model = MultiTaskClassifier(model)
+        loss_fn = MultiTaskLoss(model, aux_weights=aux_weight)
     fit(model, data.train.loader(BATCH, shuffle=True, seed=seed), data.val.loader(1000),
-        epochs=epochs, lr=LR, device=device, desc=method)
+        epochs=epochs, lr=LR, loss_fn=loss_fn, device=device, desc=method)
     return accuracy(model, data.test.loader(1000), device=device)
 
 
@@ -111,11 +124,11 @@ def judge(name: str, results: dict[str, dict[str, Any]], chance: float) -> dict[
 
 
 def _job(name: str, seed: int, methods: tuple[str, ...], epochs: int, sizes: dict[str, int],
-         device: str) -> list[float]:
+         device: str, aux_weight: float = 0.0) -> list[float]:
     """One regime and seed: every method's test accuracy (what a worker process runs)."""
     torch.set_num_threads(1)  # the models are tiny: more threads only wait on each other
     data = make_regime(name, seed=seed, **sizes)
-    return [train_and_test(data, method, seed, epochs, device) for method in methods]
+    return [train_and_test(data, method, seed, epochs, device, aux_weight) for method in methods]
 
 
 def _quiet_worker() -> None:
@@ -125,7 +138,8 @@ def _quiet_worker() -> None:
 def measure(regimes: tuple[str, ...] = REGIMES, methods: tuple[str, ...] = METHODS,
             seeds: int = 3, epochs: int = 10, sizes: dict[str, int] | None = None,
             device: str | torch.device | None = None, workers: int = 1,
-            log: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+            log: Callable[[str], None] | None = None,
+            aux_weight: float = 0.0) -> dict[str, dict[str, dict[str, Any]]]:
     """Train and test every method of ``methods`` on every regime of ``regimes``, once per seed.
 
     Returns ``{regime: {method: {"mean", "std", "runs"}}}`` (fractions, runs in seed order).
@@ -136,6 +150,8 @@ def measure(regimes: tuple[str, ...] = REGIMES, methods: tuple[str, ...] = METHO
     once in separate processes, one per core; the numbers are the same as with one worker (each
     job seeds itself), only sooner.
     ``log``, if given, gets one line per regime and seed (accuracies and seconds so far).
+    ``aux_weight`` > 0 gives every fusion an auxiliary head per modality with that loss weight
+    (see the module docstring); single modalities are unchanged.
     """
     for what, given, known in (("regime", regimes, REGIMES), ("method", methods, METHODS)):
         if isinstance(given, str):
@@ -147,9 +163,13 @@ def measure(regimes: tuple[str, ...] = REGIMES, methods: tuple[str, ...] = METHO
     for name, value in (("seeds", seeds), ("epochs", epochs), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if (isinstance(aux_weight, bool) or not isinstance(aux_weight, (int, float))
+            or not aux_weight >= 0 or aux_weight == float("inf")):
+        raise ValueError(f"aux_weight must be a finite number >= 0, got {aux_weight!r}")
     sizes, device = dict(sizes or {}), get_device(device)
     jobs = [(name, seed) for name in regimes for seed in range(seeds)]
-    args = [(name, seed, tuple(methods), epochs, sizes, str(device)) for name, seed in jobs]
+    args = [(name, seed, tuple(methods), epochs, sizes, str(device), float(aux_weight))
+            for name, seed in jobs]
     start, accs = time.time(), {}
 
     def done(job, result):

@@ -206,6 +206,36 @@ def test_measure_with_two_worker_processes_gives_the_same_numbers():
         measure(regimes="synergy")
 
 
+def test_aux_weight_trains_every_fusion_with_auxiliary_heads_and_leaves_single_modalities(
+        monkeypatch):
+    """aux_weight > 0: a fusion is trained as a MultiTaskClassifier whose loss has auxiliary
+    terms of that weight; a single modality trains as it always does; bad weights are refused."""
+    from mmcourse import regime_runs
+    from mmcourse.multitask import MultiTaskClassifier, MultiTaskLoss
+    seen = []
+    real_fit = regime_runs.fit
+
+    def recording_fit(model, *args, loss_fn=None, **kwargs):
+        seen.append((type(model).__name__, loss_fn))
+        return real_fit(model, *args, loss_fn=loss_fn, **kwargs)
+
+    monkeypatch.setattr(regime_runs, "fit", recording_fit)
+    data = make_regime("imbalance", seed=0, **SMALL)
+    for method in ("audio", "concat", "attention"):
+        acc = train_and_test(data, method, seed=0, epochs=1, device="cpu", aux_weight=2.0)
+        assert 0.0 <= acc <= 1.0
+    (single, plain), (concat, concat_loss), (_, attention_loss) = seen
+    assert single == "UnimodalClassifier" and plain is torch.nn.functional.cross_entropy
+    assert concat == "MultiTaskClassifier" and isinstance(concat_loss, MultiTaskLoss)
+    assert concat_loss.aux_weights == 2.0 and isinstance(attention_loss.model, MultiTaskClassifier)
+    seen.clear()
+    train_and_test(data, "concat", seed=0, epochs=1, device="cpu")  # the default: no heads
+    assert seen[0][0] == "MultimodalClassifier"
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="aux_weight must be a finite number >= 0"):
+            regime_runs.measure(aux_weight=bad)
+
+
 def test_symbols_are_what_each_modality_shows():
     data = make_regime("synergy", seed=0, **SMALL)
     s = data.train

@@ -38,7 +38,7 @@ from mmcourse.encoders.audio import AudioCNN, LogMel
 from mmcourse.encoders.default import make_encoder
 from mmcourse.encoders.masks import lengths_to_mask
 from mmcourse.encoders.tokenizer import tokenize, train_tokenizer
-from mmcourse.fusion import make_fusion
+from mmcourse.fusion import FUSION_METHODS, make_fusion
 
 N_MELS = 40
 MEL_EPS = 1e-4
@@ -89,14 +89,17 @@ class LogMelCNN(AudioCNN):
 def build_model(vocab_size: int, num_classes: int = 8, dim: int = 64,
                 fusion: str = "concat") -> MultimodalClassifier:
     """The joint model: ImageCNN (16-32-64) + LogMelCNN + bag of words, ``dim`` features each,
-    a fusion of ``mmcourse.fusion.FUSION_METHODS`` (``fusion``, concat by default) to ``dim``, a
-    linear head. Reads ``image`` (B, 3, 32, 32), ``audio`` (B, T, 40) log-mels with
-    ``audio_lengths`` (frames), ``text`` ids (B, T) with ``text_lengths``. The encoders are built
-    first, so the same seed gives the same encoders whatever the fusion."""
+    a fusion of ``mmcourse.fusion.FUSION_METHODS`` (``fusion``, concat by default) to ``dim`` and
+    a linear head (a fusion that outputs class scores, such as late fusion, fuses to the classes).
+    Reads ``image`` (B, 3, 32, 32), ``audio`` (B, T, 40) log-mels with ``audio_lengths``
+    (frames), ``text`` ids (B, T) with ``text_lengths``. The encoders are built first, so the
+    same seed gives the same encoders whatever the fusion."""
     encoders = {"image": make_encoder("image", dim),
                 "audio": LogMelCNN(out_dim=dim, n_mels=N_MELS),
                 "text": make_encoder("text", dim, vocab_size)}
-    fused = make_fusion(fusion, {m: dim for m in encoders}, dim)
+    method = FUSION_METHODS.get(fusion)  # an unknown name: make_fusion says which exist
+    out_dim = num_classes if method is not None and method.outputs_logits else dim
+    fused = make_fusion(fusion, {m: dim for m in encoders}, out_dim)
     return MultimodalClassifier(encoders, fused, num_classes)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmcourse.fusion import FUSION_METHODS
 from mmcourse.joint import (LogMelCNN, NaiveCourseDataset, PreparedDataset, SpeedData, build_model,
                             collate_padded)
 
@@ -31,12 +32,19 @@ def test_naive_items_equal_precomputed_ones(data):
     assert all(torch.equal(a["present"][m], b["present"][m]) for m in a["present"])
 
 
-def test_build_model_reads_a_prepared_batch(data):
+@pytest.mark.parametrize("fusion", list(FUSION_METHODS))
+def test_build_model_reads_a_prepared_batch_with_every_fusion(data, fusion):
     prepared = data.prepare("test")
     batch = {k: v[:4] for k, v in prepared.tensors.items()}
     batch["present"] = {m: v[:4] for m, v in prepared.present.items()}
-    model = build_model(data.vocab_size, num_classes=8, dim=16).eval()
-    assert model(batch).shape == (4, 8)
+    model = build_model(data.vocab_size, num_classes=8, dim=16, fusion=fusion).eval()
+    assert model(batch).shape == (4, 8)  # late fusion fuses to the classes, the others to dim
+    assert type(model.fusion) is FUSION_METHODS[fusion]
+
+
+def test_build_model_and_data_name_what_exists(data):
+    with pytest.raises(ValueError, match="unknown fusion method 'sum'"):
+        build_model(data.vocab_size, fusion="sum")
     with pytest.raises(KeyError, match="unknown split 'dev'"):
         data.split("dev")
 
